@@ -1,0 +1,83 @@
+"""kernelkit: interactive Keras 3 training in Jupyter.
+
+``import kernelkit`` is cheap: it imports neither TensorFlow nor Keras. Each
+public name is loaded from its module on first use (PEP 562), so
+``%load_ext kernelkit`` stays fast.
+
+Example:
+    >>> import kernelkit
+    >>> history = kernelkit.fit(model, x, y, epochs=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+
+# Public name -> the module (relative to this package) that defines it.
+_API: dict[str, str] = {
+    # live progress and fitting
+    "LiveProgress": ".callback",
+    "fit": ".session",
+    # the model registry and the card
+    "register": ".session",
+    "unregister": ".session",
+    "models": ".session",
+    "get": ".session",
+    "card": ".session",
+    # freezing
+    "freeze": ".freezing",
+    "unfreeze": ".freezing",
+    "set_trainable": ".freezing",
+    "recompile": ".freezing",
+    # feature extraction
+    "extract": ".extraction",
+    "FeatureView": ".views.features",
+    # stateful RNNs
+    "reset_states": ".rnn_state",
+    "state_summary": ".rnn_state",
+    "ResetStates": ".rnn_state",
+    # devices and strategies
+    "devices": ".devices",
+    "strategy": ".strategy",
+    # weights and configs
+    "load_weights": ".weights",
+    "to_yaml": ".weights",
+    "model_from_yaml": ".weights",
+}
+
+__all__ = ["__version__", "load_ipython_extension", *sorted(_API)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernelkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Registers ``%%kmodel`` and ``%kmodel`` (called by ``%load_ext kernelkit``)."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Undoes ``load_ipython_extension`` (called by ``%unload_ext kernelkit``)."""
+    from .magics import unload_ipython_extension as _unload
+
+    _unload(ipython)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt extension (the template's convention)."""
+    return [{"src": "labextension", "dest": "kernelkit"}]

@@ -1,0 +1,399 @@
+"""``LiveProgress``: the Keras callback behind every kernelkit progress view.
+
+It turns Keras hooks into ``kernelkit.events`` values, records them in a
+``RunHistory`` and hands them to sinks (the notebook view, a text line, the
+JupyterLab status bar, a worker's socket). It imports no UI: the default
+view is looked up only when a fit starts with ``display`` other than
+``"none"``.
+
+Per-step cost is the point of this module. On the TensorFlow backend every
+``on_train_batch_end`` runs on the training thread, so the hook only stores
+the step, checks the loss for NaN and compares one clock reading; all other
+work happens at most every ``refresh`` seconds and at epoch ends.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import weakref
+from typing import Any, Callable, Iterable, Mapping
+
+import keras
+
+from . import events as ev
+from .history import RunHistory, Throttle, scalar_logs
+
+Sink = Callable[[ev.Event], None]
+
+_DISPLAYS = ("auto", "widget", "text", "none")
+
+# One history per model object, so a second fit continues the curves.
+_HISTORIES: "weakref.WeakKeyDictionary[Any, RunHistory]" = weakref.WeakKeyDictionary()
+
+
+def history_for(model: Any) -> RunHistory:
+    """Returns the ``RunHistory`` kernelkit keeps for ``model`` (made on first use)."""
+    try:
+        found = _HISTORIES.get(model)
+    except TypeError:  # not weak-referenceable
+        return RunHistory()
+    if found is None:
+        found = _HISTORIES[model] = RunHistory()
+    return found
+
+
+def describe_distribution(model: Any) -> tuple[str, int]:
+    """A short text for where the model trains, and the number of replicas."""
+    if keras.backend.backend() == "tensorflow":
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is None:
+            return "default", 1
+        name = type(strategy).__name__
+        replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+        if name.startswith("_Default"):
+            return "default", replicas
+        return f"{name} ({replicas} replica{'s' if replicas != 1 else ''})", replicas
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return "default", 1
+    devices = getattr(getattr(distribution, "device_mesh", None), "devices", None)
+    count = int(getattr(devices, "size", 1) or 1)
+    return f"{type(distribution).__name__} ({count} devices)", count
+
+
+def _find_fit_frame(callback: keras.callbacks.Callback) -> dict[str, Any]:
+    """Reads ``fit``'s locals: its CallbackList, initial_epoch and batch_size.
+
+    Keras gives a callback neither its siblings nor ``batch_size``; the
+    ``fit`` frame has both. This runs once per fit, never per step, and
+    every miss just means "unknown".
+    """
+    frame = sys._getframe(1)
+    for _ in range(12):
+        if frame is None:
+            break
+        local = frame.f_locals
+        cbs = local.get("callbacks")
+        if frame.f_code.co_name == "fit" and cbs is not None:
+            siblings = getattr(cbs, "callbacks", None)
+            if isinstance(siblings, list) and any(c is callback for c in siblings):
+                return {
+                    "callbacks": [c for c in siblings if c is not callback],
+                    "initial_epoch": local.get("initial_epoch"),
+                    "batch_size": local.get("batch_size"),
+                }
+        frame = frame.f_back
+    return {}
+
+
+def _stop_reason(callbacks: Iterable[Any]) -> str:
+    """Which callback stopped training, and why, in one line."""
+    for cb in callbacks:
+        name = type(cb).__name__
+        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
+            best = cb.best
+            best_text = f" (best {best:.4g} at epoch {cb.best_epoch + 1})" if best is not None else ""
+            return (
+                f"EarlyStopping: {cb.monitor} did not improve for {cb.patience} "
+                f"epoch{'s' if cb.patience != 1 else ''}{best_text}"
+            )
+        if isinstance(cb, keras.callbacks.TerminateOnNaN):
+            return "TerminateOnNaN: the loss became NaN or infinite"
+    others = [type(cb).__name__ for cb in callbacks if not _is_builtin_quiet(cb)]
+    if others:
+        return f"a callback set model.stop_training ({', '.join(others)})"
+    return "a callback set model.stop_training"
+
+
+def _is_builtin_quiet(cb: Any) -> bool:
+    return isinstance(cb, (keras.callbacks.History, keras.callbacks.ProgbarLogger))
+
+
+class LiveProgress(keras.callbacks.Callback):
+    """Live progress for ``Model.fit``: a bar, metrics, curves and an honest end.
+
+    In a notebook it shows a progress bar (step k of n, elapsed, ETA,
+    steps/s, samples/s), the running metrics, a table of every epoch's
+    metrics with validation values, live loss and metric curves, and a Stop
+    button; when the fit ends the view is replaced by a static result that
+    still reads after the notebook is saved. In a terminal it prints one
+    compact line instead.
+
+    Args:
+        display: "auto" (a widget view in a notebook kernel, a text line
+            elsewhere), "widget", "text" or "none" (events only, for sinks).
+        refresh: the shortest time between two view updates, in seconds.
+        plot: whether the view draws curves.
+        stop_on_nan: stop and show a failed state when the loss becomes NaN.
+        sink: a callable, or a list of them, receiving every event.
+        model_name: the name shown in the view (default: the model's name).
+        clock: a monotonic clock; tests pass a fake one.
+
+    Raises:
+        ValueError: for an option outside its allowed values.
+
+    Example:
+        >>> model.fit(x, y, epochs=5, verbose=0,
+        ...           callbacks=[kernelkit.LiveProgress()])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        display: str = "auto",
+        refresh: float = 0.25,
+        plot: bool = True,
+        stop_on_nan: bool = True,
+        sink: Sink | Iterable[Sink] | None = None,
+        model_name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        if display not in _DISPLAYS:
+            raise ValueError(
+                f"LiveProgress(display={display!r}) is not allowed; use one of {', '.join(_DISPLAYS)}"
+            )
+        if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not (
+            0 < refresh <= 60
+        ):
+            raise ValueError(
+                f"LiveProgress(refresh={refresh!r}) is not allowed; use seconds between 0 and 60, "
+                "e.g. refresh=0.25"
+            )
+        if not isinstance(plot, bool):
+            raise ValueError(f"LiveProgress(plot={plot!r}) is not allowed; use True or False")
+        if not isinstance(stop_on_nan, bool):
+            raise ValueError(
+                f"LiveProgress(stop_on_nan={stop_on_nan!r}) is not allowed; use True or False"
+            )
+        if sink is None:
+            sinks: list[Sink] = []
+        elif callable(sink):
+            sinks = [sink]
+        else:
+            sinks = list(sink)
+            if not all(callable(s) for s in sinks):
+                raise ValueError("LiveProgress(sink=...) takes a callable or a list of callables")
+        self.display = display
+        self.refresh = float(refresh)
+        self.plot = plot
+        self.stop_on_nan = stop_on_nan
+        self.model_name = model_name
+        self.sinks = sinks
+        self.clock = clock
+        self.view: Any = None
+        self.history: RunHistory | None = None
+        self.strategy_text: str | None = None  # set by the session when it knows better
+        self.replicas: int | None = None
+        self.batch_size: int | None = None
+        self.resumed_at: int | None = None
+        self._reset_run()
+
+    # Keras may dispatch batch hooks from a worker thread on thread-safe
+    # backends (JAX, torch); this hook only stores values, so that is safe.
+    async_safe = True
+
+    def _reset_run(self) -> None:
+        self._throttle = Throttle(self.refresh, self.clock)
+        self._steps: int | None = None
+        self._epochs = 0
+        self._epoch = -1
+        self._batch = -1
+        self._logs: Mapping[str, Any] | None = None
+        self._siblings: list[Any] = []
+        self._stop: str | None = None  # "user" or "nan" once we asked Keras to stop
+        self._nan_at: tuple[int, int] | None = None
+        self._begun = False
+        self._ended = False
+        self._initial_epoch = 0
+        self._epochs_done = 0
+
+    # --- what the session and the views call -------------------------------------------
+
+    def request_stop(self, reason: str = "user") -> None:
+        """Asks the running fit to stop at the end of the current step.
+
+        Only sets flags, so it is safe from a signal handler or another thread.
+        """
+        if self._stop is None:
+            self._stop = reason
+        model = self.model if self._model_set() else None
+        if model is not None:
+            model.stop_training = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stop is not None
+
+    @property
+    def running(self) -> bool:
+        """True between the start and the end of a fit."""
+        return self._begun and not self._ended
+
+    def fail(self, error: BaseException | str) -> None:
+        """Ends the run in the failed state (the session calls it on an exception)."""
+        if self._ended:
+            return
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        if isinstance(error, KeyboardInterrupt):
+            self._end("stopped_by_user", f"aborted by a second interrupt{self._where()}")
+            return
+        self._end("failed", reason.splitlines()[0] if reason else "failed")
+
+    # --- Keras hooks --------------------------------------------------------------------
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._reset_run()
+        params = self.params or {}
+        self._epochs = int(params.get("epochs") or 0)
+        steps = params.get("steps")
+        self._steps = int(steps) if steps else None
+        found = _find_fit_frame(self)
+        self._siblings = found.get("callbacks", [])
+        if self.batch_size is None and isinstance(found.get("batch_size"), int):
+            self.batch_size = found["batch_size"]
+        self._initial_epoch = int(found.get("initial_epoch") or 0)
+        self.history = history_for(self.model)
+        if self.display != "none" and self.view is None:
+            self.view = _make_view(self)
+        self.model.stop_training = False
+
+    def _begin(self, epoch: int) -> None:
+        self._begun = True
+        if self.strategy_text is None:
+            self.strategy_text, self.replicas = describe_distribution(self.model)
+        resumed = self.resumed_at
+        if resumed is None and epoch > self._initial_epoch:
+            resumed = epoch  # BackupAndRestore moved the start (model._initial_epoch)
+        self._emit(
+            ev.TrainBegin(
+                epochs=self._epochs,
+                initial_epoch=epoch,
+                steps=self._steps,
+                batch_size=self.batch_size,
+                model_name=self.model_name or getattr(self.model, "name", ""),
+                strategy=self.strategy_text or "default",
+                replicas=self.replicas or 1,
+                resumed_at=resumed,
+                time=self.clock(),
+            )
+        )
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if not self._begun:
+            self._begin(epoch)
+        self._epoch = epoch
+        self._batch = -1
+        self._throttle.reset()
+        self._emit(ev.EpochBegin(epoch=epoch, time=self.clock()))
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        # The hot path: microseconds. Store, check NaN, maybe emit.
+        if batch <= self._batch:
+            return  # an out-of-order async dispatch
+        self._batch = batch
+        self._logs = logs
+        if self.stop_on_nan and logs:
+            loss = logs.get("loss")
+            if isinstance(loss, float) and not math.isfinite(loss):
+                self._nan_at = (self._epoch, self._step())
+                self.request_stop("nan")
+        if self._throttle.ready():
+            self._emit_step()
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._emit_step(final=True)
+        values = scalar_logs(logs)
+        if self.stop_on_nan and self._nan_at is None:
+            loss = values.get("loss")
+            if loss is not None and not math.isfinite(loss):
+                self._nan_at = (epoch, self._step())
+                self.request_stop("nan")
+        event = ev.EpochEnd(epoch=epoch, logs=values, steps=self._step(), time=self.clock())
+        self._epochs_done += 1
+        self._emit(event)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if not self._begun:
+            self._begin(self._initial_epoch)
+        if self._nan_at is not None:
+            e, s = self._nan_at
+            self._end("failed", f"loss became NaN at epoch {e + 1}, step {s}")
+        elif self._stop == "user":
+            self._end("stopped_by_user", f"stopped by user{self._where()}")
+        elif self.model.stop_training:
+            self._end("stopped_by_callback", _stop_reason(self._siblings))
+        else:
+            done = self._epochs_done
+            self._end("finished", f"finished {done} epoch{'s' if done != 1 else ''}")
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _model_set(self) -> bool:
+        try:
+            return self.model is not None
+        except AttributeError:
+            return False
+
+    def _step(self) -> int:
+        step = self._batch + 1
+        if self._steps is not None:
+            # Under steps_per_execution the batch index can run past the last step.
+            step = min(step, self._steps)
+        return max(step, 0)
+
+    def _where(self) -> str:
+        if self._epoch < 0:
+            return ""
+        return f" at epoch {self._epoch + 1}, step {self._step()}"
+
+    def _emit_step(self, final: bool = False) -> None:
+        if self._batch < 0 and not final:
+            return
+        values = scalar_logs(self._logs)
+        self._emit(ev.Step(epoch=self._epoch, step=self._step(), logs=values, time=self.clock()))
+
+    def _end(self, state: ev.EndState, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._emit(
+            ev.TrainEnd(
+                state=state,
+                reason=reason,
+                epoch=self._epoch if self._epoch >= 0 else None,
+                step=self._step() if self._epoch >= 0 else None,
+                time=self.clock(),
+            )
+        )
+
+    def _emit(self, event: ev.Event) -> None:
+        if self.history is not None:
+            self.history.apply(event)
+        targets = list(self.sinks)
+        if self.view is not None:
+            targets.append(self.view.handle)
+        for target in targets:
+            try:
+                target(event)
+            except Exception as err:  # noqa: BLE001 - a broken view must not stop training
+                _warn_once(f"kernelkit: a progress sink failed and was skipped: {err!r}")
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr)
+
+
+def _make_view(callback: LiveProgress) -> Any:
+    """Builds the default view; the only place the callback reaches for UI code."""
+    from .views.progress import make_view
+
+    return make_view(callback)

@@ -1,0 +1,54 @@
+"""Intents: small requests that views send back to the session.
+
+Views never touch a model. A click on a freeze toggle or a reset button
+becomes one of these values, handed to a ``submit`` callable; the session
+applies it at once when no fit runs, or queues it until the running fit
+ends (stop requests act at once: they only set a flag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional, Tuple, Union
+
+
+@dataclass(frozen=True)
+class SetTrainable:
+    """Freeze (``trainable=False``) or unfreeze layers.
+
+    Attributes:
+        layers: layer paths ("dense", "base/conv2"); empty means all layers.
+        trainable: the new flag.
+        up_to: when set, every layer before and including this path.
+    """
+
+    layers: Tuple[str, ...] = ()
+    trainable: bool = False
+    up_to: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ResetStates:
+    """Reset stateful RNN layers (``layers=None``: all of them)."""
+
+    layers: Optional[Tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class SetAutoReset:
+    """Choose when stateful layers reset by themselves."""
+
+    every: Literal["never", "epoch", "fit"] = "never"
+
+
+@dataclass(frozen=True)
+class StopTraining:
+    """Stop the running fit at the end of the current step."""
+
+    reason: str = "user"
+
+
+Intent = Union[SetTrainable, ResetStates, SetAutoReset, StopTraining]
+
+#: What views receive to send intents; returns True if applied now, False if queued.
+Submit = Callable[[Intent], bool]

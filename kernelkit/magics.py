@@ -1,0 +1,129 @@
+"""``%%kmodel`` and ``%kmodel``: thin sugar over ``kernelkit.session``.
+
+Arguments are declared once with IPython's ``magic_arguments`` (so
+``%kmodel?`` documents every option). Misuse raises a plain
+``IPython.core.error.UsageError``: IPython prints that class as one line,
+while a subclass would bring the whole traceback back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu")
+
+
+@magics_class
+class KernelkitMagics(Magics):
+    """The kernelkit magics."""
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="The variable the cell assigns its keras.Model to.")
+    @argument(
+        "--strategy",
+        default="auto",
+        help="Where to build and train: auto (TPU > several GPUs > default), cpu, gpu, "
+        "mirrored or tpu. Default: auto.",
+    )
+    @argument("--seed", default=None, help="Call keras.utils.set_random_seed(N) first.")
+    @argument(
+        "--deterministic",
+        action="store_true",
+        help="Also turn on TensorFlow op determinism (slower, reproducible).",
+    )
+    @argument("--no-card", action="store_true", help="Do not show the model card at the end.")
+    @argument("--devices", action="store_true", help="Show the devices report (line magic).")
+    @argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Train data-parallel in N worker processes (Keras's JAX distribution).",
+    )
+    @argument("--resume", default=None, help="Directory for BackupAndRestore: resume after a crash.")
+    @argument(
+        "--checkpoint", default=None, help="Save the best weights (by val_loss) to this path."
+    )
+    @argument(
+        "--tensorboard",
+        action="store_true",
+        help="Write TensorBoard logs to runs/NAME/<timestamp> (no server starts).",
+    )
+    @line_cell_magic
+    def kmodel(self, line: str, cell: str | None = None) -> Any:
+        """Build, compile and train a Keras model with live progress.
+
+        As a cell magic, ``%%kmodel NAME [options]`` runs the cell as normal
+        Python in the notebook's namespace, inside the chosen distribution
+        strategy's scope; every ``fit`` in it (and later ``NAME.fit``) gets
+        live progress and a graceful interrupt; the cell must assign a
+        ``keras.Model`` to ``NAME``, which is registered and shown as a
+        model card.
+
+        As a line magic: ``%kmodel`` lists the registered models,
+        ``%kmodel NAME`` shows the card again, ``%kmodel --devices`` shows
+        the devices report.
+        """
+        args = parse_argstring(self.kmodel, line)
+        if cell is None:
+            return self._line(args)
+        return self._cell(args, cell)
+
+    def _line(self, args: Any) -> Any:
+        from . import session
+
+        if args.devices:
+            from .devices import devices
+
+            return devices()
+        if not args.name:
+            return session.models()
+        try:
+            model = session.get(args.name)
+        except KeyError as err:
+            raise UsageError(str(err.args[0])) from None
+        return session.card(model)
+
+    def _cell(self, args: Any, cell: str) -> Any:
+        from . import session
+
+        if not args.name:
+            raise UsageError("%%kmodel needs a NAME: the variable the cell assigns its model to, "
+                             "e.g. %%kmodel clf")
+        try:
+            return session.run_cell(
+                self.shell,
+                args.name,
+                cell,
+                strategy=args.strategy,
+                seed=args.seed,
+                deterministic=args.deterministic,
+                show_card=not args.no_card,
+                workers=args.workers,
+                resume=args.resume,
+                checkpoint=args.checkpoint,
+                tensorboard=args.tensorboard,
+            )
+        except (ValueError, TypeError, KeyError) as err:
+            message = err.args[0] if err.args else str(err)
+            raise UsageError(str(message).splitlines()[0]) from None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Registers the magics and tells the JupyterLab extension we are here."""
+    ipython.register_magics(KernelkitMagics)
+    with contextlib.suppress(Exception):
+        from .views import labcomm
+
+        labcomm.start(ipython)
+        from . import session
+
+        labcomm.on_stop(lambda: session.stop_current("user"))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Nothing to undo beyond IPython's own bookkeeping."""

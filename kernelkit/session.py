@@ -1,0 +1,634 @@
+"""The one orchestrator: registry, fits with live progress, and ``%%kmodel`` cells.
+
+Everything the magic does is callable from here: ``register``, ``models``,
+``card``, ``fit`` and ``run_cell``. Intents from views (freeze, reset,
+stop) come through ``Entry.submit``: applied at once when no fit runs,
+queued until the fit ends otherwise (stop requests act at once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import keyword
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import keras
+
+from . import intents
+from .callback import LiveProgress, history_for
+from .history import RunHistory
+
+
+class KernelkitError(ValueError):
+    """Misuse of kernelkit: one line naming the problem and the fix."""
+
+
+@dataclass
+class Entry:
+    """A registered model and what kernelkit knows about it."""
+
+    name: str
+    model: Any
+    strategy: Any = None
+    strategy_text: str = "default"
+    runs: int = 0
+    last_summary: str = ""
+    last_state: str = ""
+    auto_reset: str = "never"
+    pending: list[intents.Intent] = field(default_factory=list)
+    live: LiveProgress | None = None
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+    fit_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def history(self) -> RunHistory:
+        """The curves and epoch table kept across this model's fits."""
+        return history_for(self.model)
+
+    @property
+    def training(self) -> bool:
+        """True while a fit of this model runs."""
+        return self.live is not None and self.live.running
+
+    def submit(self, intent: intents.Intent) -> bool:
+        """Applies ``intent`` now (True) or queues it until the running fit ends (False)."""
+        if isinstance(intent, intents.StopTraining):
+            if self.live is not None:
+                self.live.request_stop(intent.reason)
+            return True
+        if self.training:
+            self.pending.append(intent)
+            return False
+        apply_intent(self, intent)
+        return True
+
+    def apply_pending(self) -> None:
+        """Applies the intents queued during a fit, in order."""
+        queued, self.pending = self.pending, []
+        for intent in queued:
+            apply_intent(self, intent)
+
+    def changed(self) -> None:
+        """Tells the card's panels that the model changed (after a fit, a freeze…)."""
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):
+                listener()
+
+
+def apply_intent(entry: Entry, intent: intents.Intent) -> None:
+    """Carries out one intent on a registered model."""
+    if isinstance(intent, intents.SetTrainable):
+        from . import freezing
+
+        freezing.apply_intent(entry.model, intent)
+    elif isinstance(intent, intents.ResetStates):
+        from . import rnn_state
+
+        rnn_state.reset_states(entry.model, list(intent.layers) if intent.layers else None)
+    elif isinstance(intent, intents.SetAutoReset):
+        if intent.every not in ("never", "epoch", "fit"):
+            raise KernelkitError(
+                f"auto-reset {intent.every!r} is not allowed; use 'never', 'epoch' or 'fit'"
+            )
+        entry.auto_reset = intent.every
+    elif isinstance(intent, intents.StopTraining) and entry.live is not None:
+        entry.live.request_stop(intent.reason)
+    entry.changed()
+
+
+# --- the registry ------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Entry] = {}
+_CURRENT: list[LiveProgress] = []  # fits running now (nested fits are possible)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise KernelkitError(
+            f"{name!r} is not a valid Python identifier; name the model like a variable, "
+            "e.g. %%kmodel my_model"
+        )
+    return name
+
+
+def _check_model(model: Any, what: str = "model") -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"{what} is a {type(model).__name__}, not a keras.Model; pass a Sequential, "
+            "Functional or subclassed Keras model"
+        )
+
+
+def register(name: str, model: Any, *, strategy: Any = None) -> Entry:
+    """Registers ``model`` under ``name``: later ``model.fit`` calls get live progress.
+
+    Registering a name again replaces the earlier registration cleanly (the
+    earlier model's ``fit`` is restored).
+
+    Args:
+        name: a Python identifier.
+        model: a ``keras.Model``.
+        strategy: the distribution strategy the model was built in, if any.
+
+    Returns:
+        The registry entry.
+
+    Raises:
+        ValueError: if ``name`` is not an identifier.
+        TypeError: if ``model`` is not a Keras model.
+
+    Example:
+        >>> kernelkit.register("clf", model)  # doctest: +SKIP
+    """
+    _check_name(name)
+    _check_model(model)
+    old = _REGISTRY.get(name)
+    if old is not None and old.model is not model:
+        _unpatch(old.model)
+    for other in list(_REGISTRY.values()):
+        if other.model is model and other.name != name:
+            del _REGISTRY[other.name]
+    entry = old if old is not None and old.model is model else Entry(name=name, model=model)
+    entry.strategy = strategy if strategy is not None else entry.strategy
+    entry.strategy_text = _describe_strategy(entry.strategy)
+    _REGISTRY[name] = entry
+    _patch(entry)
+    with contextlib.suppress(ImportError):
+        from . import freezing
+
+        freezing.track_compile(model)
+    return entry
+
+
+def unregister(name: str) -> None:
+    """Forgets ``name`` and restores its model's own ``fit``."""
+    entry = _REGISTRY.pop(name, None)
+    if entry is not None:
+        _unpatch(entry.model)
+
+
+def get(name: str) -> Any:
+    """Returns the model registered under ``name``.
+
+    Raises:
+        KeyError: with the registered names, if there is none.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        known = ", ".join(sorted(_REGISTRY)) or "none yet"
+        raise KeyError(f"no model is registered as {name!r} (registered: {known})")
+    return entry.model
+
+
+def entry_for(model: Any) -> Entry | None:
+    """The registry entry of ``model`` (by identity), if it is registered."""
+    for entry in _REGISTRY.values():
+        if entry.model is model:
+            return entry
+    return None
+
+
+def _describe_strategy(strategy: Any) -> str:
+    if strategy is None:
+        return "default"
+    try:
+        from .strategy import describe
+
+        return describe(strategy)[0]
+    except Exception:  # noqa: BLE001 - a description is never worth an error
+        return type(strategy).__name__
+
+
+def _patch(entry: Entry) -> None:
+    model = entry.model
+
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        return globals()["fit"](model, *args, **kwargs)
+
+    fit.__doc__ = "kernelkit.fit for this registered model (live progress, graceful stop)."
+    fit.__kernelkit__ = True  # type: ignore[attr-defined]
+    object.__setattr__(model, "fit", fit)
+
+
+def _unpatch(model: Any) -> None:
+    if getattr(model.__dict__.get("fit"), "__kernelkit__", False):
+        object.__delattr__(model, "fit")
+
+
+class ModelTable:
+    """The registered models, as ``%kmodel`` shows them."""
+
+    columns = ("name", "class", "parameters", "trainable", "strategy", "runs", "last loss")
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.rows = [self._row(e) for e in entries]
+
+    @staticmethod
+    def _row(entry: Entry) -> tuple[str, ...]:
+        model = entry.model
+        total = model.count_params() if model.built else 0
+        trainable = (
+            sum(int(v.numpy().size) if hasattr(v, "numpy") else 0 for v in model.trainable_weights)
+            if model.built
+            else 0
+        )
+        loss = entry.history.last().get("loss")
+        return (
+            entry.name,
+            type(model).__name__,
+            f"{total:,}",
+            f"{trainable:,}",
+            entry.strategy_text,
+            str(entry.runs),
+            "" if loss is None else f"{loss:.4g}",
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "No models registered yet: run a %%kmodel NAME cell or kernelkit.register()."
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in self.rows]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self.rows:
+            return f"<p>{html.escape(repr(self))}</p>"
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in self.rows
+        )
+        return f"<table class='kk-models'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def models() -> ModelTable:
+    """Returns the table of registered models (name, class, parameters, runs, last loss)."""
+    return ModelTable(list(_REGISTRY.values()))
+
+
+def card(model: Any) -> Any:
+    """Returns the interactive model card of ``model`` (a model or a registered name)."""
+    from .views.card import ModelCard
+
+    if isinstance(model, str):
+        model = get(model)
+    _check_model(model)
+    entry = entry_for(model)
+    return ModelCard(model, entry)
+
+
+# --- fitting -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _graceful_interrupt(live: LiveProgress) -> Iterator[None]:
+    """First Ctrl-C / kernel interrupt stops after the current step; a second aborts.
+
+    Keras has no try/finally around its loop, so a raw KeyboardInterrupt
+    skips every callback's on_train_end (measured; keras-team/keras#51).
+    Only the main thread can own a signal handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if live.stop_requested:
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        live.request_stop("user")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _has_live(callbacks: list[Any]) -> LiveProgress | None:
+    for cb in callbacks:
+        if isinstance(cb, LiveProgress):
+            return cb
+    return None
+
+
+def fit(
+    model: Any,
+    x: Any = None,
+    y: Any = None,
+    *,
+    workers: int | None = None,
+    resume: str | None = None,
+    checkpoint: str | None = None,
+    tensorboard: bool | str = False,
+    **kwargs: Any,
+) -> Any:
+    """``model.fit`` with live progress and a graceful interrupt.
+
+    Accepts every ``Model.fit`` argument and returns Keras's ``History``. A
+    ``LiveProgress`` is added unless ``callbacks`` already holds one;
+    ``verbose`` defaults to 0 (the view replaces Keras's progress bar). The
+    first kernel interrupt stops at the end of the current step with every
+    callback's ``on_train_end`` run; a second aborts at once.
+
+    Args:
+        model: a compiled ``keras.Model``.
+        x: as in ``Model.fit``.
+        y: as in ``Model.fit``.
+        workers: train data-parallel in this many worker processes
+            (Keras's JAX distribution); see ``kernelkit.workers``.
+        resume: a directory for ``BackupAndRestore``: re-running continues
+            at the right epoch.
+        checkpoint: a path for best-weights checkpointing (``val_loss``).
+        tensorboard: True (or a run name) to write TensorBoard logs under
+            ``runs/NAME/<timestamp>``.
+        **kwargs: every other ``Model.fit`` argument.
+
+    Returns:
+        The ``keras.callbacks.History`` of this fit.
+
+    Example:
+        >>> history = kernelkit.fit(model, x, y, epochs=3, validation_split=0.1)  # doctest: +SKIP
+    """
+    _check_model(model)
+    entry = entry_for(model)
+    # Options from the %%kmodel line: the cell's fits and the model's later fits inherit them.
+    inherited = dict(entry.fit_options) if entry is not None else {}
+    if _FIT_DEFAULTS:
+        inherited.update(_FIT_DEFAULTS[-1]["options"])
+    workers = workers if workers is not None else inherited.get("workers")
+    resume = resume or inherited.get("resume")
+    checkpoint = checkpoint or inherited.get("checkpoint")
+    tensorboard = tensorboard or inherited.get("tensorboard", False)
+    callbacks = list(kwargs.pop("callbacks", None) or [])
+    kwargs.setdefault("verbose", 0)
+    live = _has_live(callbacks)
+    if live is None:
+        live = LiveProgress()
+        callbacks.append(live)
+    cell = _FIT_DEFAULTS[-1] if _FIT_DEFAULTS else None
+    name = entry.name if entry is not None else getattr(model, "name", "model")
+    if entry is None and cell is not None and cell["ns"].get(cell["name"]) is model:
+        name = cell["name"]  # the cell's NAME is bound already: show it
+    live.model_name = live.model_name or name
+
+    notes = _before_fit(model, entry, x, kwargs)
+    for note in notes:
+        print(note)
+
+    extra = _run_callbacks(name, resume, checkpoint, tensorboard, live)
+    callbacks[:0] = extra  # BackupAndRestore first: it moves the initial epoch
+    if entry is not None and entry.auto_reset != "never":
+        from .rnn_state import ResetStates
+
+        callbacks.append(ResetStates(every=entry.auto_reset))
+    _attach_lab(live)
+
+    if workers is not None:
+        from .workers import fit_on_workers
+
+        return fit_on_workers(model, x, y, workers=workers, callbacks=callbacks, **kwargs)
+
+    if entry is not None:
+        entry.live = live
+    _CURRENT.append(live)
+    if cell is not None:
+        cell["fits"].append((model, live))
+    try:
+        with _graceful_interrupt(live):
+            history = type(model).fit(model, x, y, callbacks=callbacks, **kwargs)
+    except BaseException as err:
+        live.fail(err)
+        raise
+    finally:
+        _CURRENT.remove(live)
+        if entry is not None:
+            entry.runs += 1
+            view = live.view
+            state = getattr(view, "state", None)
+            entry.last_summary = state.summary() if state is not None else ""
+            entry.last_state = getattr(state, "state", "")
+            entry.apply_pending()
+            entry.changed()
+    return history
+
+
+def _before_fit(model: Any, entry: Entry | None, x: Any, kwargs: dict[str, Any]) -> list[str]:
+    """Checks and adjustments that must happen before Keras starts: notes to print."""
+    notes: list[str] = []
+    from . import rnn_state
+
+    rnn_state.check_stateful_fit(model, x, **kwargs)
+    if entry is not None:
+        from . import freezing
+
+        line = freezing.ensure_trainable_applied(model)
+        if line:
+            notes.append(line)
+        if entry.strategy is not None:
+            from .strategy import prepare_fit
+
+            adjusted, more = prepare_fit(model, entry.strategy, kwargs)
+            kwargs.clear()
+            kwargs.update(adjusted)
+            notes.extend(more)
+    return notes
+
+
+def _run_callbacks(
+    name: str, resume: str | None, checkpoint: str | None, tensorboard: bool | str, live: LiveProgress
+) -> list[Any]:
+    extra: list[Any] = []
+    if resume:
+        from . import runs
+
+        state = runs.resumed_state(resume)
+        extra.extend(runs.resume_callbacks(resume))
+        if state is not None:
+            live.resumed_at = state.epoch
+            history = live.history or RunHistory()
+            del history  # the saved epochs are drawn by the history seeding below
+    if checkpoint:
+        from . import runs
+
+        extra.append(runs.checkpoint_callback(checkpoint))
+    if tensorboard:
+        from . import runs
+
+        run_name = tensorboard if isinstance(tensorboard, str) else name
+        cb, logdir = runs.tensorboard_callback(run_name)
+        extra.append(cb)
+        print(runs.tensorboard_hint(logdir))
+    return extra
+
+
+def _attach_lab(live: LiveProgress) -> None:
+    """Streams events to the JupyterLab extension, when one is connected."""
+    labcomm = sys.modules.get("kernelkit.views.labcomm")
+    publish = getattr(labcomm, "publish", None)
+    if publish is not None and publish not in live.sinks:
+        live.sinks.append(publish)
+
+
+def stop_current(reason: str = "user") -> bool:
+    """Asks every running kernelkit fit to stop after its current step."""
+    for live in list(_CURRENT):
+        live.request_stop(reason)
+    return bool(_CURRENT)
+
+
+# --- %%kmodel cells ----------------------------------------------------------------------
+
+
+class CellError(KernelkitError):
+    """The cell's own code failed (its traceback was already shown)."""
+
+
+@contextlib.contextmanager
+def _fits_get_progress() -> Iterator[None]:
+    """Routes every ``Model.fit`` made while the cell runs through ``kernelkit.fit``."""
+    original = keras.Model.fit
+
+    def fit_with_progress(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _has_live(list(kwargs.get("callbacks") or [])) is not None and _CURRENT:
+            return original(self, *args, **kwargs)
+        return fit(self, *args, **kwargs)
+
+    keras.Model.fit = fit_with_progress  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        keras.Model.fit = original  # type: ignore[method-assign]
+
+
+def run_cell(
+    shell: Any,
+    name: str,
+    cell: str,
+    *,
+    strategy: str = "auto",
+    seed: Any = None,
+    deterministic: bool = False,
+    show_card: bool = True,
+    workers: int | None = None,
+    resume: str | None = None,
+    checkpoint: str | None = None,
+    tensorboard: bool = False,
+) -> Any:
+    """Runs a ``%%kmodel NAME`` cell: scope, seed, live fits, registration, card.
+
+    Args:
+        shell: the IPython shell.
+        name: the variable the cell must assign a ``keras.Model`` to.
+        cell: the cell's code.
+        strategy: a ``kernelkit.strategy`` spec.
+        seed: an integer for ``keras.utils.set_random_seed``.
+        deterministic: also enable TensorFlow op determinism.
+        show_card: display the model card at the end.
+        workers: train every fit of the cell in this many worker processes.
+        resume: a BackupAndRestore directory for the cell's fits.
+        checkpoint: a best-weights checkpoint path for the cell's fits.
+        tensorboard: write TensorBoard logs for the cell's fits.
+
+    Returns:
+        The model card (displayed by IPython) or None with ``show_card=False``.
+
+    Raises:
+        KernelkitError: misuse; nothing was changed.
+        CellError: the cell's own code raised (its traceback is shown).
+    """
+    _check_name(name)
+    if not cell.strip():
+        raise KernelkitError(
+            f"the %%kmodel {name} cell is empty; write the code that builds (and compiles, "
+            "fits) the model below the magic line"
+        )
+    seed_value = None
+    if seed is not None:
+        try:
+            seed_value = int(str(seed))
+        except ValueError:
+            raise KernelkitError(f"--seed {seed!r} is not an integer; use e.g. --seed 42") from None
+    if workers is not None and workers < 1:
+        raise KernelkitError(f"--workers {workers} must be 1 or more")
+    from .strategy import scope as strategy_scope
+    from .strategy import strategy as resolve
+
+    chosen = resolve(strategy)
+    if seed_value is not None:
+        keras.utils.set_random_seed(seed_value)
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+    user_ns = shell.user_ns
+    missing = object()
+    before = user_ns.get(name, missing)
+    fit_options = {
+        "workers": workers,
+        "resume": resume,
+        "checkpoint": checkpoint,
+        "tensorboard": tensorboard,
+    }
+    context = {"name": name, "ns": user_ns, "options": fit_options, "fits": []}
+    with strategy_scope(chosen), _fits_get_progress(), _cell_context(context):
+        result = shell.run_cell(cell, store_history=False)
+    if not result.success:
+        raise CellError(
+            f"the %%kmodel {name} cell raised (traceback above); nothing was registered"
+        )
+    model = user_ns.get(name, missing)
+    if model is missing or model is before:
+        raise KernelkitError(
+            f"the cell did not assign {name}; end it with e.g. `{name} = keras.Sequential([...])`"
+        )
+    if not isinstance(model, keras.Model):
+        if before is not missing and isinstance(before, keras.Model):
+            user_ns[name] = before  # lose nothing: the earlier model stays under NAME
+        raise KernelkitError(
+            f"{name} is a {type(model).__name__}, not a keras.Model; assign the model itself "
+            f"to {name}" + (" (the earlier model was kept)" if before is not missing
+                            and isinstance(before, keras.Model) else "")
+        )
+    entry = register(name, model, strategy=None if _is_default(chosen) else chosen)
+    entry.fit_options = {k: v for k, v in fit_options.items() if v}
+    for fitted, live in context["fits"]:
+        if fitted is model:
+            entry.runs += 1
+            state = getattr(live.view, "state", None)
+            entry.last_summary = state.summary() if state is not None else ""
+            entry.last_state = getattr(state, "state", "")
+    if show_card:
+        return card(model)
+    return None
+
+
+_FIT_DEFAULTS: list[dict[str, Any]] = []
+
+
+@contextlib.contextmanager
+def _cell_context(context: dict[str, Any]) -> Iterator[None]:
+    """The running cell's NAME and magic-line options, which its fits inherit."""
+    context["options"] = {k: v for k, v in context["options"].items() if v}
+    _FIT_DEFAULTS.append(context)
+    try:
+        yield
+    finally:
+        _FIT_DEFAULTS.pop()
+
+
+def _is_default(strategy: Any) -> bool:
+    if strategy is None:
+        return True
+    return type(strategy).__name__.startswith("_Default")

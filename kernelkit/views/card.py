@@ -1,0 +1,185 @@
+"""The model card: a summary, then one tab per kernelkit feature that applies.
+
+Tabs are pluggable: each is a ``tab(model, submit)`` function returning a
+widget, or None when it does not apply (no stateful layers: no States
+tab). The card's ``text/plain`` and ``text/html`` are static, so a saved
+notebook still shows the summary without a kernel.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+from typing import Any, Callable
+
+# (title, module with a ``tab(model, submit)`` function), in display order.
+TABS: list[tuple[str, str]] = [
+    ("Layers", "kernelkit.views.layers"),
+    ("Features", "kernelkit.views.features"),
+    ("States", "kernelkit.views.states"),
+]
+
+
+def _shape(layer: Any) -> str:
+    try:
+        out = layer.output
+    except (AttributeError, ValueError):
+        return "?"
+    shapes = [o.shape for o in out] if isinstance(out, (list, tuple)) else [out.shape]
+    return ", ".join(str(tuple(s)) for s in shapes).replace("None", "None")
+
+
+def _count(weights: list[Any]) -> int:
+    total = 0
+    for v in weights:
+        size = 1
+        for d in v.shape:
+            size *= int(d)
+        total += size
+    return total
+
+
+def layer_rows(model: Any) -> list[tuple[str, str, str, int, bool]]:
+    """(name, type, output shape, parameters, trainable) for each top-level layer."""
+    rows = []
+    for layer in model.layers:
+        params = _count(layer.weights) if layer.built else 0
+        rows.append((layer.name, type(layer).__name__, _shape(layer), params, bool(layer.trainable)))
+    return rows
+
+
+class ModelCard:
+    """The card of a model: summary table, totals, device and strategy, last run, tabs.
+
+    Args:
+        model: a ``keras.Model``.
+        entry: its registry entry (``kernelkit.session.Entry``), if registered.
+    """
+
+    def __init__(self, model: Any, entry: Any = None) -> None:
+        self.model = model
+        self.entry = entry
+        self.widget: Any = None
+
+    # --- static parts ----------------------------------------------------------------
+
+    def totals(self) -> tuple[int, int]:
+        """(trainable, non-trainable) parameter counts."""
+        if not self.model.built:
+            return 0, 0
+        return _count(self.model.trainable_weights), _count(self.model.non_trainable_weights)
+
+    def _name(self) -> str:
+        return self.entry.name if self.entry is not None else self.model.name
+
+    def _strategy(self) -> str:
+        return self.entry.strategy_text if self.entry is not None else "default"
+
+    def _device(self) -> str:
+        try:
+            from ..devices import devices
+
+            return devices().summary()
+        except Exception:  # noqa: BLE001 - the card never fails for a device line
+            import keras
+
+            return f"Keras {keras.__version__} ({keras.backend.backend()})"
+
+    def __repr__(self) -> str:
+        trainable, frozen = self.totals()
+        runs = self.entry.runs if self.entry is not None else 0
+        last = f"; last run: {self.entry.last_summary}" if self.entry and self.entry.last_summary else ""
+        return (
+            f"<kernelkit model card {self._name()!r}: {type(self.model).__name__}, "
+            f"{len(self.model.layers)} layers, {trainable:,} trainable / {frozen:,} non-trainable "
+            f"parameters, strategy {self._strategy()}, {runs} run{'s' if runs != 1 else ''}{last}>"
+        )
+
+    def summary_html(self) -> str:
+        """The summary tab, also the static HTML of the card."""
+        trainable, frozen = self.totals()
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{html.escape(t)}</td><td>{html.escape(s)}</td>"
+            f"<td style='text-align:right'>{p:,}</td><td>{'yes' if tr else 'no'}</td></tr>"
+            for n, t, s, p, tr in layer_rows(self.model)
+        )
+        last = ""
+        if self.entry is not None and self.entry.last_summary:
+            last = f"<div>Last run: {html.escape(self.entry.last_summary)}</div>"
+        return (
+            "<div class='kk-card' style='font-family:sans-serif;font-size:12px'>"
+            f"<div><b>{html.escape(self._name())}</b> · {html.escape(type(self.model).__name__)}"
+            f" · strategy {html.escape(self._strategy())} · {html.escape(self._device())}</div>"
+            "<table class='kk-summary' style='border-collapse:collapse'><thead><tr>"
+            "<th>layer</th><th>type</th><th>output shape</th><th>parameters</th>"
+            f"<th>trainable</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<div class='kk-totals'>Trainable parameters: {trainable:,} · "
+            f"non-trainable: {frozen:,} · total: {trainable + frozen:,}</div>{last}</div>"
+        )
+
+    # --- the live widget -------------------------------------------------------------
+
+    def submit(self) -> Callable[[Any], bool]:
+        """Where the tabs send intents: the session's entry, or straight to the model."""
+        if self.entry is not None:
+            return self.entry.submit  # type: ignore[no-any-return]
+
+        def direct(intent: Any) -> bool:
+            from ..session import Entry, apply_intent
+
+            apply_intent(Entry(name=self.model.name, model=self.model), intent)
+            return True
+
+        return direct
+
+    def tabs(self) -> list[tuple[str, Any]]:
+        """(title, widget) of every tab that applies to this model."""
+        import ipywidgets as w
+
+        self._summary = w.HTML(value=self.summary_html())
+        found: list[tuple[str, Any]] = [("Summary", self._summary)]
+        for title, module_name in TABS:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            widget = module.tab(self.model, self.submit())
+            if widget is not None:
+                found.append((title, widget))
+        return found
+
+    def build(self) -> Any:
+        """Creates the tab widget (once) and keeps it in step with the model."""
+        if self.widget is None:
+            import ipywidgets as w
+
+            tabs = self.tabs()
+            self.widget = w.Tab(children=[t[1] for t in tabs])
+            for i, (title, _) in enumerate(tabs):
+                self.widget.set_title(i, title)
+            self._tab_widgets = [t[1] for t in tabs]
+            if self.entry is not None:
+                self.entry.listeners.append(self.refresh)
+        return self.widget
+
+    def refresh(self) -> None:
+        """Redraws the summary and asks every tab to refresh (after a fit, a freeze…)."""
+        if self.widget is None:
+            return
+        self._summary.value = self.summary_html()
+        for widget in self._tab_widgets[1:]:
+            refresh = getattr(widget, "refresh", None)
+            if callable(refresh):
+                refresh()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        widget = self.build()
+        return {
+            "application/vnd.jupyter.widget-view+json": {
+                "version_major": 2,
+                "version_minor": 0,
+                "model_id": widget.model_id,
+            },
+            "text/html": self.summary_html(),
+            "text/plain": repr(self),
+        }
