@@ -143,7 +143,7 @@ class LiveProgress(keras.callbacks.Callback):
         self,
         *,
         display: str = "auto",
-        refresh: float = 0.25,
+        refresh: float = 0.5,
         plot: bool = True,
         stop_on_nan: bool = True,
         sink: Sink | Iterable[Sink] | None = None,
@@ -160,7 +160,7 @@ class LiveProgress(keras.callbacks.Callback):
         ):
             raise ValueError(
                 f"LiveProgress(refresh={refresh!r}) is not allowed; use seconds between 0 and 60, "
-                "e.g. refresh=0.25"
+                "e.g. refresh=0.5"
             )
         if not isinstance(plot, bool):
             raise ValueError(f"LiveProgress(plot={plot!r}) is not allowed; use True or False")

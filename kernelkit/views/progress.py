@@ -236,14 +236,19 @@ def table_html(history: RunHistory, max_rows: int = 12) -> str:
     )
 
 
-def curves_html(history: RunHistory, max_charts: int = 4) -> str:
-    """One small SVG chart per metric: batch-level train line, epoch points, validation."""
+def curves_html(history: RunHistory, max_charts: int = 4, max_points: int = 512) -> str:
+    """One small SVG chart per metric: batch-level train line, epoch points, validation.
+
+    ``max_points`` thins the batch-level line when drawing (live redraws use
+    fewer points: they cost time on the training thread).
+    """
     charts = []
     for name in history.metric_names()[:max_charts]:
         lines = []
         batch = history.batch.get(name)
         if batch is not None and len(batch) > 1:
-            lines.append(_svg.Line(batch.xs, batch.ys, _svg.TRAIN, "", 1.0, 0.45))
+            step = max(1, -(-len(batch) // max_points))
+            lines.append(_svg.Line(batch.xs[::step], batch.ys[::step], _svg.TRAIN, "", 1.0, 0.45))
         xs, ys = history.epoch_series(name)
         if xs:
             lines.append(_svg.Line(xs, ys, _svg.TRAIN, "train", 1.5, 1.0, markers=True))
@@ -327,7 +332,7 @@ class ProgressView:
         on_stop: Callable[[], None] | None = None,
         *,
         plot: bool = True,
-        curve_refresh: float = 1.0,
+        curve_refresh: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         import ipywidgets as w
@@ -397,11 +402,11 @@ class ProgressView:
         elif isinstance(event, ev.Step):
             self.header.value = bar_html(self.state)
             if self.plot and self._curves_throttle.ready():
-                self.curves.value = curves_html(self.history)
+                self.curves.value = curves_html(self.history, max_points=150)
         elif isinstance(event, ev.EpochEnd):
             self.header.value = bar_html(self.state)
             if self.plot:
-                self.curves.value = curves_html(self.history)
+                self.curves.value = curves_html(self.history, max_points=150)
             self.table.value = table_html(self.history)
         elif isinstance(event, ev.TrainEnd):
             self.finish()
