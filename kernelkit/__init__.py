@@ -51,11 +51,19 @@ _API: dict[str, str] = {
 __all__ = ["__version__", "load_ipython_extension", *sorted(_API)]
 
 
+# ``kernelkit.devices`` and ``kernelkit.strategy`` are both a function and a
+# submodule; importing the submodule binds it on the package, so the public
+# name is the module itself, made callable (``kernelkit.devices()`` runs
+# detection and ``kernelkit.devices.detect`` is there too).
+_CALLABLE_MODULES = {"devices", "strategy"}
+
+
 def __getattr__(name: str) -> Any:
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'kernelkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    loaded = importlib.import_module(module, __name__)
+    value = loaded if name in _CALLABLE_MODULES else getattr(loaded, name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -144,6 +144,12 @@ class RunHistory:
         self.epoch_index.append(epoch + self.offset)
         self.epochs.append(dict(logs))
 
+    def seed(self, epochs: Iterator[int] | tuple[int, ...], logs: Mapping[str, list[float]]) -> None:
+        """Adds finished epochs from a saved ``History``-style dict (a resumed run)."""
+        for i, epoch in enumerate(epochs):
+            self.epoch_index.append(int(epoch))
+            self.epochs.append({k: float(v[i]) for k, v in logs.items() if i < len(v)})
+
     def apply(self, event: ev.Event) -> None:
         """Records one event (the only way the callback and views feed the store)."""
         if isinstance(event, ev.TrainBegin):

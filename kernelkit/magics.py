@@ -108,7 +108,7 @@ class KernelkitMagics(Magics):
                 checkpoint=args.checkpoint,
                 tensorboard=args.tensorboard,
             )
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, OSError) as err:
             message = err.args[0] if err.args else str(err)
             raise UsageError(str(message).splitlines()[0]) from None
 

@@ -203,7 +203,12 @@ def _describe_strategy(strategy: Any) -> str:
         return type(strategy).__name__
 
 
+# Calls after which the card's panels refresh (state norms move with predict too).
+_REFRESHING = ("predict", "predict_on_batch", "train_on_batch", "test_on_batch", "evaluate")
+
+
 def _patch(entry: Entry) -> None:
+    """Wraps this one model's ``fit`` (and refreshes its card after other calls)."""
     model = entry.model
 
     def fit(*args: Any, **kwargs: Any) -> Any:
@@ -212,11 +217,27 @@ def _patch(entry: Entry) -> None:
     fit.__doc__ = "kernelkit.fit for this registered model (live progress, graceful stop)."
     fit.__kernelkit__ = True  # type: ignore[attr-defined]
     object.__setattr__(model, "fit", fit)
+    for name in _REFRESHING:
+        object.__setattr__(model, name, _refreshing(entry, getattr(type(model), name)))
+
+
+def _refreshing(entry: Entry, method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(entry.model, *args, **kwargs)
+        finally:
+            if not entry.training:
+                entry.changed()
+
+    call.__doc__ = method.__doc__
+    call.__kernelkit__ = True  # type: ignore[attr-defined]
+    return call
 
 
 def _unpatch(model: Any) -> None:
-    if getattr(model.__dict__.get("fit"), "__kernelkit__", False):
-        object.__delattr__(model, "fit")
+    for name in ("fit", *_REFRESHING):
+        if getattr(model.__dict__.get(name), "__kernelkit__", False):
+            object.__delattr__(model, name)
 
 
 class ModelTable:
@@ -386,7 +407,7 @@ def fit(
     for note in notes:
         print(note)
 
-    extra = _run_callbacks(name, resume, checkpoint, tensorboard, live)
+    extra = _run_callbacks(model, name, resume, checkpoint, tensorboard, live)
     callbacks[:0] = extra  # BackupAndRestore first: it moves the initial epoch
     if entry is not None and entry.auto_reset != "never":
         from .rnn_state import ResetStates
@@ -438,7 +459,9 @@ def _before_fit(model: Any, entry: Entry | None, x: Any, kwargs: dict[str, Any])
         if entry.strategy is not None:
             from .strategy import prepare_fit
 
-            adjusted, more = prepare_fit(model, entry.strategy, kwargs)
+            # prepare_fit checks sample counts too, so it sees x and y.
+            adjusted, more = prepare_fit(model, entry.strategy, {"x": x, **kwargs})
+            adjusted.pop("x", None)
             kwargs.clear()
             kwargs.update(adjusted)
             notes.extend(more)
@@ -446,18 +469,25 @@ def _before_fit(model: Any, entry: Entry | None, x: Any, kwargs: dict[str, Any])
 
 
 def _run_callbacks(
-    name: str, resume: str | None, checkpoint: str | None, tensorboard: bool | str, live: LiveProgress
+    model: Any,
+    name: str,
+    resume: str | None,
+    checkpoint: str | None,
+    tensorboard: bool | str,
+    live: LiveProgress,
 ) -> list[Any]:
     extra: list[Any] = []
     if resume:
         from . import runs
 
         state = runs.resumed_state(resume)
+        # Restore first: BackupAndRestore moves the initial epoch in on_train_begin.
         extra.extend(runs.resume_callbacks(resume))
         if state is not None:
             live.resumed_at = state.epoch
-            history = live.history or RunHistory()
-            del history  # the saved epochs are drawn by the history seeding below
+            history = history_for(model)
+            if not history.epochs:  # a fresh kernel: draw the finished epochs too
+                history.seed(state.epochs, state.history)
     if checkpoint:
         from . import runs
 
@@ -561,6 +591,15 @@ def run_cell(
             raise KernelkitError(f"--seed {seed!r} is not an integer; use e.g. --seed 42") from None
     if workers is not None and workers < 1:
         raise KernelkitError(f"--workers {workers} must be 1 or more")
+    if resume or checkpoint:
+        from . import runs
+
+        # Checked before the cell runs: a bad path is a one-line usage error, not a
+        # traceback from inside the user's fit.
+        if resume:
+            runs.resume_callbacks(resume)
+        if checkpoint:
+            runs.checkpoint_callback(checkpoint)
     from .strategy import scope as strategy_scope
     from .strategy import strategy as resolve
 

@@ -12,11 +12,17 @@ import html
 import importlib
 from typing import Any, Callable
 
-# (title, module with a ``tab(model, submit)`` function), in display order.
-TABS: list[tuple[str, str]] = [
-    ("Layers", "kernelkit.views.layers"),
-    ("Features", "kernelkit.views.features"),
-    ("States", "kernelkit.views.states"),
+def _has_stateful_layers(model: Any) -> bool:
+    from ..rnn_state import stateful_layers
+
+    return bool(stateful_layers(model))
+
+
+# (title, module with a ``tab(model, submit)`` function, whether it applies), in display order.
+TABS: list[tuple[str, str, Callable[[Any], bool] | None]] = [
+    ("Layers", "kernelkit.views.layers", None),
+    ("Features", "kernelkit.views.features", None),
+    ("States", "kernelkit.views.states", _has_stateful_layers),
 ]
 
 
@@ -132,42 +138,89 @@ class ModelCard:
 
         return direct
 
-    def tabs(self) -> list[tuple[str, Any]]:
-        """(title, widget) of every tab that applies to this model."""
-        import ipywidgets as w
-
-        self._summary = w.HTML(value=self.summary_html())
-        found: list[tuple[str, Any]] = [("Summary", self._summary)]
-        for title, module_name in TABS:
+    def tab_builders(self) -> list[tuple[str, Callable[[], Any]]]:
+        """(title, builder) of every tab that may apply, Summary first."""
+        builders: list[tuple[str, Callable[[], Any]]] = [("Summary", self._build_summary)]
+        for title, module_name, applies in TABS:
+            if applies is not None and not applies(self.model):
+                continue
             try:
                 module = importlib.import_module(module_name)
             except ImportError:
                 continue
+            builders.append((title, self._builder(module)))
+        return builders
+
+    def _builder(self, module: Any) -> Callable[[], Any]:
+        def build() -> Any:
+            import ipywidgets as w
+
             widget = module.tab(self.model, self.submit())
-            if widget is not None:
-                found.append((title, widget))
+            return widget if widget is not None else w.HTML("<i>Does not apply to this model.</i>")
+
+        return build
+
+    def _build_summary(self) -> Any:
+        import ipywidgets as w
+
+        self._summary = w.HTML(value=self.summary_html())
+        return self._summary
+
+    def tabs(self) -> list[tuple[str, Any]]:
+        """(title, widget) of every tab that applies, all built now (tests, scripts)."""
+        found = []
+        for title, build in self.tab_builders():
+            widget = build()
+            if title != "Summary" and isinstance(getattr(widget, "value", None), str) and (
+                "Does not apply" in widget.value
+            ):
+                continue
+            found.append((title, widget))
         return found
 
     def build(self) -> Any:
-        """Creates the tab widget (once) and keeps it in step with the model."""
+        """Creates the tab widget (once); tabs other than Summary are built when first opened.
+
+        Building a tab only when it is opened keeps a saved notebook small:
+        nbclient and JupyterLab store the state of every widget created.
+        """
         if self.widget is None:
             import ipywidgets as w
 
-            tabs = self.tabs()
-            self.widget = w.Tab(children=[t[1] for t in tabs])
-            for i, (title, _) in enumerate(tabs):
+            builders = self.tab_builders()
+            self._builders = builders
+            children = [builders[0][1]()] + [
+                w.HTML("<i>Select this tab to load it.</i>") for _ in builders[1:]
+            ]
+            self._tab_widgets: list[Any] = list(children)
+            self._built = [True] + [False] * (len(builders) - 1)
+            self.widget = w.Tab(children=children)
+            for i, (title, _) in enumerate(builders):
                 self.widget.set_title(i, title)
-            self._tab_widgets = [t[1] for t in tabs]
+            self.widget.observe(self._open_tab, names="selected_index")
             if self.entry is not None:
                 self.entry.listeners.append(self.refresh)
         return self.widget
+
+    def _open_tab(self, change: Any) -> None:
+        index = change["new"]
+        if index is None or self._built[index]:
+            return
+        self._built[index] = True
+        widget = self._builders[index][1]()
+        self._tab_widgets[index] = widget
+        children = list(self.widget.children)
+        children[index] = widget
+        self.widget.children = tuple(children)
 
     def refresh(self) -> None:
         """Redraws the summary and asks every tab to refresh (after a fit, a freeze…)."""
         if self.widget is None:
             return
         self._summary.value = self.summary_html()
-        for widget in self._tab_widgets[1:]:
+        for widget, built in zip(self._tab_widgets[1:], self._built[1:]):
+            if not built:
+                continue
             refresh = getattr(widget, "refresh", None)
             if callable(refresh):
                 refresh()

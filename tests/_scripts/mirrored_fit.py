@@ -1,0 +1,123 @@
+"""A real MirroredStrategy fit over two logical CPU devices, in its own process.
+
+Logical devices must be configured before TensorFlow runs any op, so this runs
+in a fresh interpreter (tests/test_mirrored.py starts it). It prints one line
+``RESULT {json}`` at the end; add steps to ``main`` and keys to ``result`` to
+check more under the same strategy (live progress, freezing, extraction...).
+
+Usage: python tests/_scripts/mirrored_fit.py [--check-upstream]
+  --check-upstream  also fit once with steps_per_execution=4 without
+                    prepare_fit, to record whether keras-team/keras#19246 still fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+import kernelkit
+from kernelkit.strategy import describe, prepare_fit, scope
+
+
+def data(n: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    y = (x[:, :4].sum(axis=1, keepdims=True) > 0).astype("float32")
+    return x, y
+
+
+def build_model(steps_per_execution: int):
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(
+        optimizer="adam",
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def main(argv: list[str]) -> dict:
+    result: dict = {}
+    # 1. Detection must not start TensorFlow's runtime: configuring logical
+    #    devices afterwards still has to work.
+    before = kernelkit.devices()
+    result["devices_before"] = list(before.devices)
+    result["detect_seconds"] = before.seconds
+
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    # 2. strategy("mirrored"): the cached report still lists one CPU, so this also
+    #    exercises the re-detection.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        strat = kernelkit.strategy("mirrored")
+    result["strategy_notes"] = [str(w.message) for w in caught]
+    result["devices_after"] = list(kernelkit.devices().devices)
+    result["describe"] = list(describe(strat))
+    result["auto"] = describe(kernelkit.strategy("auto"))[0]
+
+    x, y = data()
+    with scope(strat):
+        model = build_model(steps_per_execution=4)
+
+    # 3. An uneven batch is refused before training, and leaves the model alone.
+    try:
+        prepare_fit(model, strat, {"x": x, "y": y, "batch_size": 31})
+        result["uneven_batch_error"] = None
+    except ValueError as error:
+        result["uneven_batch_error"] = str(error)
+    result["steps_per_execution_after_refusal"] = int(model.steps_per_execution)
+
+    # 4. prepare_fit forces steps_per_execution=1 (keras-team/keras#19246) and the fit works.
+    fit_kwargs = {
+        "x": x,
+        "y": y,
+        "batch_size": 32,
+        "epochs": 3,
+        "verbose": 0,
+        "validation_split": 0.25,
+    }
+    kwargs, notes = prepare_fit(model, strat, fit_kwargs)
+    result["prepare_notes"] = notes
+    result["steps_per_execution"] = int(model.steps_per_execution)
+    start = time.perf_counter()
+    with scope(strat):
+        history = model.fit(**kwargs)
+    result["fit_seconds"] = round(time.perf_counter() - start, 3)
+    result["loss"] = [float(v) for v in history.history["loss"]]
+    result["val_loss"] = [float(v) for v in history.history["val_loss"]]
+    result["model_replicas"] = int(model.distribute_strategy.num_replicas_in_sync)
+
+    # 5. Optional: is the upstream bug still there?
+    if "--check-upstream" in argv:
+        with scope(strat):
+            raw = build_model(steps_per_execution=4)
+        try:
+            raw.fit(x, y, batch_size=32, epochs=1, verbose=0)
+            result["upstream_19246_fails"] = False
+        except Exception as error:  # InvalidArgumentError while it is open
+            result["upstream_19246_fails"] = type(error).__name__
+    return result
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(main(sys.argv[1:])), flush=True)
