@@ -171,6 +171,16 @@ class DeviceReport:
 
     # -- derived facts -------------------------------------------------------------
 
+    def label(self) -> str:
+        """A short device label for status lines: "TPU v2-8, 8 cores", "2 x NVIDIA H100", "CPU"."""
+        if self.tpu is not None:
+            return f"TPU {self.tpu.summary}"
+        if self.gpus:
+            names = sorted({gpu.name for gpu in self.gpus})
+            count = len(self.gpus)
+            return f"{count} x {names[0]}" if count > 1 and len(names) == 1 else ", ".join(names)
+        return f"CPU ({self.cpus} cores)"
+
     def version(self, package: str) -> str | None:
         """The version of ``package`` ("keras", "tensorflow", ...), or None."""
         return dict(self.versions).get(package)

@@ -858,7 +858,7 @@ def unfreeze(
     return _change(model, layers, True, up_to, recompile, "unfreeze")
 
 
-def ensure_trainable_applied(model: Any) -> str | None:
+def ensure_trainable_applied(model: Any, name: str | None = None) -> str | None:
     """Makes the next fit train with the flags the model should train with.
 
     Called by the session before each fit of a registered model. If layers'
@@ -933,7 +933,7 @@ def ensure_trainable_applied(model: Any) -> str | None:
     parts = [_short_list(frozen, 3) + " frozen"] if frozen else []
     parts += [_short_list(thawed, 3) + " unfrozen"] if thawed else []
     return (
-        f"kernelkit: recompiled {model.name!r} because {_plural(len(items), 'layer')} "
+        f"kernelkit: recompiled {name or model.name!r} because {_plural(len(items), 'layer')} "
         f"changed trainable ({'; '.join(parts)})"
     )
 

@@ -114,16 +114,31 @@ class KernelkitMagics(Magics):
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Registers the magics and tells the JupyterLab extension we are here."""
+    """Registers the magics and tells the JupyterLab extension we are here.
+
+    Keras is not imported here (``%load_ext`` stays fast); the session loads
+    on the first ``%%kmodel`` or fit.
+    """
     ipython.register_magics(KernelkitMagics)
     with contextlib.suppress(Exception):
         from .views import labcomm
 
         labcomm.start(ipython)
-        from . import session
+        labcomm.on_stop(_stop_from_lab)
 
-        labcomm.on_stop(lambda: session.stop_current("user"))
+
+def _stop_from_lab() -> None:
+    """The extension's Stop command: only sets flags (it runs on a subshell thread)."""
+    import sys
+
+    session = sys.modules.get("kernelkit.session")
+    if session is not None:
+        session.stop_current("user")
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Nothing to undo beyond IPython's own bookkeeping."""
+    """Hides the JupyterLab status item; IPython forgets the magics itself."""
+    with contextlib.suppress(Exception):
+        from .views import labcomm
+
+        labcomm.close()

@@ -43,6 +43,7 @@ class Entry:
     live: LiveProgress | None = None
     listeners: list[Callable[[], None]] = field(default_factory=list)
     fit_options: dict[str, Any] = field(default_factory=dict)
+    sample: Any = None  # a few inputs of the last fit, for the Features tab
 
     @property
     def history(self) -> RunHistory:
@@ -422,6 +423,7 @@ def fit(
 
     if entry is not None:
         entry.live = live
+        entry.sample = _sample(x) if x is not None else entry.sample
     _CURRENT.append(live)
     if cell is not None:
         cell["fits"].append((model, live))
@@ -444,6 +446,19 @@ def fit(
     return history
 
 
+def _sample(x: Any, count: int = 64) -> Any:
+    """The first ``count`` inputs when ``x`` is arrays (not a dataset or generator)."""
+    try:
+        if isinstance(x, dict):
+            return {k: v[:count] for k, v in x.items() if hasattr(v, "shape")} or None
+        if isinstance(x, (list, tuple)):
+            parts = [v[:count] for v in x if hasattr(v, "shape")]
+            return parts if len(parts) == len(x) else None
+        return x[:count] if hasattr(x, "shape") else None
+    except Exception:  # noqa: BLE001 - no sample is fine
+        return None
+
+
 def _before_fit(model: Any, entry: Entry | None, x: Any, kwargs: dict[str, Any]) -> list[str]:
     """Checks and adjustments that must happen before Keras starts: notes to print."""
     notes: list[str] = []
@@ -453,7 +468,7 @@ def _before_fit(model: Any, entry: Entry | None, x: Any, kwargs: dict[str, Any])
     if entry is not None:
         from . import freezing
 
-        line = freezing.ensure_trainable_applied(model)
+        line = freezing.ensure_trainable_applied(model, entry.name)
         if line:
             notes.append(line)
         if entry.strategy is not None:
@@ -502,12 +517,23 @@ def _run_callbacks(
     return extra
 
 
+_DEVICE_SENT: list[bool] = []
+
+
 def _attach_lab(live: LiveProgress) -> None:
     """Streams events to the JupyterLab extension, when one is connected."""
     labcomm = sys.modules.get("kernelkit.views.labcomm")
     publish = getattr(labcomm, "publish", None)
-    if publish is not None and publish not in live.sinks:
+    if publish is None:
+        return
+    if publish not in live.sinks:
         live.sinks.append(publish)
+    if not _DEVICE_SENT:
+        _DEVICE_SENT.append(True)
+        with contextlib.suppress(Exception):
+            from .devices import devices
+
+            labcomm.set_device(devices().label())
 
 
 def stop_current(reason: str = "user") -> bool:

@@ -82,3 +82,16 @@ def test_uneven_batch_is_refused_before_training(result):
         "of 2, e.g. 32."
     )
     assert result["steps_per_execution_after_refusal"] == 4  # refused: nothing changed
+
+
+def test_kernelkit_features_work_under_mirrored_strategy(result):
+    # live progress reports the strategy and its replicas, and ends honestly
+    assert result["live_strategy"] == "MirroredStrategy (2 replicas)"
+    assert result["live_replicas"] == 2
+    assert result["live_end"] == "finished"
+    # a freeze takes effect under the strategy
+    assert result["frozen_unchanged"] is True
+    assert result["trainable_weights_after_freeze"] == 2
+    # extraction returns every layer and matches the sub-model
+    assert result["extract_shapes"] == [[40, 16], [40, 1]]
+    assert result["extract_matches"] is True

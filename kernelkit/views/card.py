@@ -85,7 +85,7 @@ class ModelCard:
         try:
             from ..devices import devices
 
-            return devices().summary()
+            return devices().label()
         except Exception:  # noqa: BLE001 - the card never fails for a device line
             import keras
 
@@ -155,7 +155,11 @@ class ModelCard:
         def build() -> Any:
             import ipywidgets as w
 
-            widget = module.tab(self.model, self.submit())
+            sample = getattr(self.entry, "sample", None)
+            if module.__name__.endswith(".features") and sample is not None:
+                widget = module.tab(self.model, self.submit(), x=sample)
+            else:
+                widget = module.tab(self.model, self.submit())
             return widget if widget is not None else w.HTML("<i>Does not apply to this model.</i>")
 
         return build

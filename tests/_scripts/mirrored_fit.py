@@ -107,7 +107,36 @@ def main(argv: list[str]) -> dict:
     result["val_loss"] = [float(v) for v in history.history["val_loss"]]
     result["model_replicas"] = int(model.distribute_strategy.num_replicas_in_sync)
 
-    # 5. Optional: is the upstream bug still there?
+    # 5. kernelkit under the same strategy: a %%kmodel-style registered model gets
+    #    live progress, a freeze takes effect, an extraction works.
+    import keras
+
+    from kernelkit import events as ev
+
+    with scope(strat):
+        live_model = build_model(steps_per_execution=1)
+    kernelkit.register("mirrored_model", live_model, strategy=strat)
+    got: list = []
+    live = kernelkit.LiveProgress(display="none", sink=got.append)
+    kernelkit.fit(live_model, x, y, batch_size=32, epochs=2, callbacks=[live])
+    begin = next(e for e in got if isinstance(e, ev.TrainBegin))
+    result["live_strategy"] = begin.strategy
+    result["live_replicas"] = begin.replicas
+    result["live_end"] = got[-1].state
+    first = live_model.layers[0].name
+    report = kernelkit.freeze(live_model, first)
+    frozen_before = [w.numpy().copy() for w in live_model.layers[0].weights]
+    kernelkit.fit(live_model, x, y, batch_size=32, epochs=1)
+    result["frozen_unchanged"] = all(
+        np.array_equal(a, w.numpy()) for a, w in zip(frozen_before, live_model.layers[0].weights))
+    result["trainable_weights_after_freeze"] = len(live_model.trainable_weights)
+    result["freeze_report"] = repr(report).splitlines()[0]
+    features = kernelkit.extract(live_model, x[:40], batch_size=8)
+    result["extract_shapes"] = [list(v.shape) for v in features.values()]
+    expected = keras.Model(live_model.inputs, live_model.layers[0].output).predict(x[:40], verbose=0)
+    result["extract_matches"] = bool(np.allclose(features[first], expected, atol=1e-5))
+
+    # 6. Optional: is the upstream bug still there?
     if "--check-upstream" in argv:
         with scope(strat):
             raw = build_model(steps_per_execution=4)

@@ -28,7 +28,8 @@ def test_live_view_streams_stops_and_saves_static(lab, page, lab_server, tmp_pat
     lab.new_notebook("live.ipynb", cells=["", "", ""])
     assert "ready" in lab.run_cell(0, SETUP, timeout_s=120)
     cell = lab.start_cell(
-        1, "h = kernelkit.fit(m, x, y, epochs=50, batch_size=8, validation_split=0.1)")
+        1, "h = kernelkit.fit(m, x, y, epochs=50, batch_size=8, validation_split=0.1)"
+    )
 
     # The view renders: a bar and the Stop button.
     cell.locator(".kk-progress .kk-bar").wait_for(timeout=120_000)
@@ -59,8 +60,11 @@ def test_live_view_streams_stops_and_saves_static(lab, page, lab_server, tmp_pat
 
     path = tmp_path / "live.ipynb"
     path.write_text(json.dumps(nb))
-    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(path)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(path)],
+        check=True,
+        capture_output=True,
+    )
     page.goto((tmp_path / "live.html").as_uri())
     page.locator(".kk-result svg").first.wait_for()
     assert "stopped by user at epoch" in page.locator(".kk-result").first.inner_text()

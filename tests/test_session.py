@@ -1,0 +1,125 @@
+"""kernelkit.fit and the registry: intents queued during a fit, recompiles, fit arguments."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import kernelkit
+from kernelkit import events as ev
+from kernelkit import intents, session
+
+
+@pytest.fixture
+def registered(tiny_model):
+    entry = kernelkit.register("reg", tiny_model)
+    yield entry
+    kernelkit.unregister("reg")
+
+
+class SubmitDuringFit(keras.callbacks.Callback):
+    """Plays the panel: submits a freeze while the fit runs."""
+
+    def __init__(self, entry):
+        super().__init__()
+        self.entry = entry
+        self.answers = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            first = self.entry.model.layers[0].name
+            self.answers.append(self.entry.submit(intents.SetTrainable((first,), False)))
+            self.answers.append(self.entry.model.layers[0].trainable)
+
+
+def test_intent_during_fit_waits_for_the_fit_to_end(registered, tiny_data, capsys):
+    x, y = tiny_data
+    probe = SubmitDuringFit(registered)
+    kernelkit.fit(registered.model, x, y, epochs=2, batch_size=32, callbacks=[probe])
+    assert probe.answers == [False, True]  # queued, not applied mid-fit
+    assert registered.pending == []
+    assert registered.model.layers[0].trainable is False  # applied when the fit ended
+    before = [w.numpy().copy() for w in registered.model.layers[0].weights]
+    registered.model.fit(x, y, epochs=1, batch_size=32)
+    after = [w.numpy() for w in registered.model.layers[0].weights]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # the freeze took effect
+
+
+def test_hand_made_trainable_change_recompiles_with_one_line(registered, tiny_data, capsys):
+    x, y = tiny_data
+    registered.model.fit(x, y, epochs=1, batch_size=32)
+    capsys.readouterr()
+    registered.model.layers[1].trainable = False
+    registered.model.fit(x, y, epochs=1, batch_size=32)
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if "recompiled" in line]
+    assert len(lines) == 1 and "'reg'" in lines[0], out
+    assert len(registered.model.trainable_weights) == 2
+
+
+def test_stop_intent_acts_at_once(registered, tiny_data):
+    x, y = tiny_data
+
+    class StopAfterFirstBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            registered.submit(intents.StopTraining())
+
+    got = []
+    kernelkit.fit(registered.model, x, y, epochs=5, batch_size=32,
+                  callbacks=[StopAfterFirstBatch(),
+                             kernelkit.LiveProgress(display="none", sink=got.append)])
+    assert got[-1].state == "stopped_by_user"
+    assert got[-1].reason == "stopped by user at epoch 1, step 1"
+    assert registered.runs == 1
+
+
+def test_fit_arguments_validation_freq_class_weight_multi_output():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype("float32")
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(4)(inp)
+    main = keras.layers.Dense(2, activation="softmax", name="main_output")(h)
+    aux = keras.layers.Dense(1, name="aux_output")(h)
+    model = keras.Model(inp, [main, aux])
+    model.compile("adam", ["sparse_categorical_crossentropy", "mse"],
+                  metrics=[["accuracy"], []])
+    got = []
+    kernelkit.fit(model, x, [rng.integers(0, 2, 120), x[:, :1]], epochs=4, batch_size=16,
+                  validation_split=0.25, validation_freq=2,
+                  callbacks=[kernelkit.LiveProgress(display="none", sink=got.append)])
+    ends = [e for e in got if isinstance(e, ev.EpochEnd)]
+    assert "main_output_loss" in ends[0].logs and "aux_output_loss" in ends[0].logs
+    assert "val_loss" not in ends[0].logs and "val_loss" in ends[1].logs  # validation_freq=2
+    assert got[-1].state == "finished"
+
+    single = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    single.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    got = []
+    kernelkit.fit(single, x, rng.integers(0, 2, 120), epochs=1, batch_size=16,
+                  class_weight={0: 1.0, 1: 3.0},
+                  callbacks=[kernelkit.LiveProgress(display="none", sink=got.append)])
+    assert got[-1].state == "finished" and got[0].steps == 8
+
+
+def test_failure_inside_fit_shows_failed_and_reraises(tiny_model, tiny_data):
+    x, y = tiny_data
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise RuntimeError("disk full")
+
+    got = []
+    with pytest.raises(RuntimeError, match="disk full"):
+        kernelkit.fit(tiny_model, x, y, epochs=2, batch_size=32,
+                      callbacks=[Boom(), kernelkit.LiveProgress(display="none", sink=got.append)])
+    assert got[-1].state == "failed" and got[-1].reason == "RuntimeError: disk full"
+
+
+def test_text_view_outside_a_kernel(tiny_model, tiny_data, capsys):
+    x, y = tiny_data
+    kernelkit.fit(tiny_model, x, y, epochs=2, batch_size=32, validation_split=0.25)
+    out = capsys.readouterr().out
+    assert "Epoch 1/2 step 6/6" in out and "val_loss" in out
+    assert out.strip().splitlines()[-1].startswith("kernelkit tiny: finished (2 epochs) - ")

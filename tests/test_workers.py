@@ -1,0 +1,495 @@
+"""Data-parallel fits in real worker processes (Keras 3 + JAX on 127.0.0.1).
+
+Every run here starts two real worker processes; they are small (a Dense
+model, a few hundred samples) and bounded in time, and each test checks that
+no worker is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import psutil
+import pytest
+
+from kernelkit.workers import (
+    WorkerError,
+    WorkerTimeout,
+    fit_on_workers,
+    free_port,
+    shard_indices,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data(samples=130, features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(samples, features)).astype("float32")
+    y = (x @ rng.normal(size=(features, 1))).astype("float32")
+    return x, y
+
+
+def make_model(extra=None, features=6):
+    keras.utils.set_random_seed(3)
+    layers = [keras.Input((features,)), keras.layers.Dense(8, activation="relu")]
+    layers += [extra] if extra is not None else []
+    layers += [keras.layers.Dense(1)]
+    model = keras.Sequential(layers, name="reg")
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+def worker_processes():
+    """Worker processes started by this test process (directly or below)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "kernelkit._worker_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def digest(weights):
+    from kernelkit._worker_main import weights_digest
+
+    return weights_digest(weights)
+
+
+FAULTS = '''
+import time
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="kk_faults")
+class FaultOnRank(keras.layers.Layer):
+    """Raises or hangs in one worker rank only (identity everywhere else)."""
+
+    def __init__(self, rank=1, mode="raise", **kwargs):
+        super().__init__(**kwargs)
+        self.rank, self.mode = rank, mode
+
+    def call(self, x):
+        if keras.backend.backend() == "jax":
+            import jax
+
+            if jax.process_index() == self.rank:
+                if self.mode == "raise":
+                    raise ValueError(f"boom from rank {self.rank}")
+                time.sleep(3600)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "rank": self.rank, "mode": self.mode}
+'''
+
+
+@pytest.fixture
+def faults(tmp_path, monkeypatch):
+    """An importable module with a layer that fails in one rank."""
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    (folder / "kk_faults_mod.py").write_text(FAULTS)
+    monkeypatch.syspath_prepend(str(folder))  # the workers inherit the notebook's sys.path
+    import importlib
+
+    return importlib.import_module("kk_faults_mod")
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_shards_are_equal_and_replay_every_global_batch():
+    samples, batch, workers = 70, 16, 2
+    rows = [shard_indices(samples, batch, workers, r) for r in range(workers)]
+    assert len(rows[0]) == len(rows[1]) == 35
+    # Step b of every rank together is exactly global batch b (the last one partial).
+    for b, start in enumerate(range(0, samples, batch)):
+        local = batch // workers if start + batch <= samples else (samples - start) // workers
+        together = np.concatenate([r[b * (batch // workers) :][:local] for r in rows])
+        np.testing.assert_array_equal(
+            np.sort(together), np.arange(start, min(start + batch, samples))
+        )
+    with pytest.raises(ValueError, match="multiples of workers"):
+        shard_indices(71, 16, 2, 0)
+
+
+def test_free_port_can_be_bound_right_away():
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("", port))  # would raise if the port were taken
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"workers": 0}, ValueError, r"workers=0 is not allowed"),
+        (
+            {"workers": 4, "batch_size": 30},
+            ValueError,
+            r"batch_size=30 does not split evenly over 4",
+        ),
+        (
+            {"workers": 2, "x": np.zeros((1, 6), "float32"), "y": np.zeros((1, 1), "float32")},
+            ValueError,
+            r"1 training samples cannot be shared by 2 workers",
+        ),
+        (
+            {"workers": 2, "callbacks": [keras.callbacks.EarlyStopping()]},
+            ValueError,
+            r"EarlyStopping cannot run in workers",
+        ),
+        (
+            {"workers": 2, "validation_freq": 1, "jit": True},
+            TypeError,
+            r"unsupported argument\(s\) jit",
+        ),
+        (
+            {"workers": 2, "hosts": ["127.0.0.1"]},
+            ValueError,
+            r"hosts names 1 machines for 2 workers",
+        ),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_starts_nothing(tmp_path, kwargs, error, match):
+    model = make_model()
+    before = model.get_weights()
+    x, y = data()
+    kwargs = {"x": x, "y": y, **kwargs}
+    with pytest.raises(error, match=match) as info:
+        fit_on_workers(model, job_dir=tmp_path / "job", **kwargs)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "job").exists()  # nothing written, nothing started
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_a_dataset_is_refused_with_the_fix():
+    import tensorflow as tf
+
+    x, y = data()
+    with pytest.raises(TypeError, match="pass NumPy arrays"):
+        fit_on_workers(make_model(), tf.data.Dataset.from_tensor_slices((x, y)), workers=2)
+
+
+def test_a_layer_defined_in_the_notebook_is_refused(tmp_path):
+    class Local(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    Local.__module__ = "__main__"  # as a class defined in a notebook cell
+    x, y = data()
+    with pytest.raises(ValueError, match="defined in the notebook, where workers cannot import"):
+        fit_on_workers(make_model(Local()), x, y, workers=2, job_dir=tmp_path / "job")
+    assert not worker_processes()
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+@pytest.mark.slow
+def test_two_workers_match_a_single_process_run(tmp_path):
+    # 131 samples: one is left out (with a warning) so both shards are equal.
+    x, y = data(131)
+    val = data(40, seed=1)
+    reference = make_model()
+    expected = reference.fit(
+        x[:130], y[:130], batch_size=32, epochs=2, shuffle=False, validation_data=val, verbose=0
+    )
+
+    model = make_model()
+    seen = []
+    launched = []
+
+    def launch(rank, host, command):
+        # Stands in for ssh: rank 1 "lives" on another host that shares the job folder.
+        assert host == "rank1.invalid" and command[:2] == ["env", "KERAS_BACKEND=jax"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        launched.append(process)
+        return process
+
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match="last 1 training and 0 validation sample"):
+        history = fit_on_workers(
+            model,
+            x,
+            y,
+            workers=2,
+            batch_size=32,
+            epochs=2,
+            shuffle=False,
+            validation_data=val,
+            on_event=seen.append,
+            timeout=240,
+            stall_timeout=90,
+            hosts=["127.0.0.1", "rank1.invalid"],
+            launch=launch,
+            job_dir=tmp_path / "job",
+        )
+    elapsed = time.monotonic() - start
+
+    info = history.params["workers"]
+    ranks = info["ranks"]
+    # Both ranks ended with bit-identical weights, and the notebook's model holds them.
+    assert ranks[0]["digest"] == ranks[1]["digest"] == digest(model.get_weights())
+    assert ranks[0]["iterations"] == ranks[1]["iterations"] == 2 * 5
+    assert info["devices"] == 2 and info["batch_size_per_worker"] == 16
+    # The same losses as one process on the same data (TensorFlow here, JAX there).
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(history.history[key], expected.history[key], rtol=0, atol=1e-5)
+    for got, want in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert model.history is history and history.epoch == [0, 1]
+    # The optimizer state came back too: a later local fit continues from it.
+    assert int(model.optimizer.iterations.numpy()) == 10
+
+    # Live events, as a local fit produces them, saying who takes part.
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds[0] == "TrainBegin" and kinds[-1] == "TrainEnd"
+    assert kinds.count("EpochEnd") == 2 and "Step" in kinds
+    begin = seen[0]
+    assert begin.strategy == "DataParallel (2 workers, 2 devices)"
+    assert begin.replicas == 2 and begin.batch_size == 32 and begin.steps == 5
+    assert seen[-1].state == "finished"
+    assert seen[-2].logs["loss"] == pytest.approx(expected.history["loss"][-1], abs=1e-5)
+
+    assert launched and launched[0].poll() is not None
+    assert not worker_processes()
+    print(f"2-worker run: {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_worker_that_raises_shows_its_traceback_and_stops_the_others(tmp_path, faults):
+    model = make_model(faults.FaultOnRank(rank=1, mode="raise"))
+    before = model.get_weights()
+    x, y = data(64)
+    seen = []
+    with pytest.raises(WorkerError) as info:
+        fit_on_workers(
+            model,
+            x,
+            y,
+            workers=2,
+            epochs=1,
+            on_event=seen.append,
+            timeout=180,
+            stall_timeout=90,
+            job_dir=tmp_path / "job",
+        )
+    message = str(info.value)
+    assert info.value.rank == 1
+    assert message.startswith("worker 1 of 2 failed; every worker was stopped")
+    # The failing worker's traceback, whole, in the one message.
+    assert "Traceback (most recent call last)" in message
+    assert "kk_faults_mod.py" in message and "boom from rank 1" in message
+    # In a notebook, IPython shows only this block, not kernelkit's waiting loop.
+    shown = "\n".join(info.value._render_traceback_())
+    assert shown.startswith("WorkerError: worker 1 of 2 failed") and "boom from rank 1" in shown
+    assert "_wait" not in shown
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert not worker_processes()
+
+
+@pytest.mark.slow
+def test_a_worker_that_hangs_is_killed_at_the_time_bound(tmp_path, faults):
+    model = make_model(faults.FaultOnRank(rank=1, mode="hang"))
+    before = model.get_weights()
+    x, y = data(64)
+    start = time.monotonic()
+    with pytest.raises(WorkerTimeout) as info:
+        fit_on_workers(
+            model, x, y, workers=2, epochs=1, timeout=150, stall_timeout=8, job_dir=tmp_path / "job"
+        )
+    elapsed = time.monotonic() - start
+    message = str(info.value)
+    assert "made no progress for stall_timeout=8 s" in message
+    # Where the hung rank was, from its own stack dump.
+    assert "--- worker 1 stack ---" in message and "kk_faults_mod.py" in message
+    assert elapsed < 150
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert not worker_processes()
+
+
+# --------------------------------------------------------------------------- in a notebook
+
+
+@pytest.fixture
+def pythonpath(monkeypatch):
+    """Kernels started after this import kernelkit from this checkout."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def wait_for(kernel, msg_id, predicate, timeout):
+    """Reads iopub until a message of the cell satisfies ``predicate``; returns what it read."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            msg = kernel.kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        seen.append(msg)
+        if predicate(msg):
+            return seen
+    raise TimeoutError("the awaited message never came")
+
+
+def is_live_view(msg):
+    return msg["msg_type"] == "display_data" and (
+        "application/vnd.jupyter.widget-view+json" in msg["content"]["data"]
+    )
+
+
+def final_text(messages):
+    updates = [m for m in messages if m["msg_type"] == "update_display_data"]
+    return updates[-1]["content"]["data"]["text/plain"] if updates else ""
+
+
+NOTEBOOK_FIT = textwrap.dedent(
+    """
+    import numpy as np, keras, kernelkit, psutil
+    from kernelkit._worker_main import weights_digest
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 6)).astype("float32")
+    y = (x @ rng.normal(size=(6, 1))).astype("float32")
+    def make():
+        keras.utils.set_random_seed(3)
+        m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)], name="reg")
+        m.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        return m
+    single = make().fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    model = make()
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_a_notebook_trains_on_two_workers_with_live_progress(tmp_path, pythonpath):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(NOTEBOOK_FIT),
+        nbformat.v4.new_code_cell(
+            "seen = []\n"
+            "h = kernelkit.fit(model, x, y, workers=2, batch_size=32, epochs=2, shuffle=False,\n"
+            "                  callbacks=[kernelkit.LiveProgress(sink=seen.append)])"
+        ),
+        nbformat.v4.new_code_cell(
+            textwrap.dedent(
+                """
+                ranks = h.params["workers"]["ranks"]
+                weights = weights_digest(model.get_weights())
+                print(ranks[0]["digest"] == ranks[1]["digest"] == weights)
+                gaps = [abs(a - b) for a, b in zip(h.history["loss"], single.history["loss"])]
+                print(max(gaps) < 1e-5)
+                print(sum("_worker_main" in " ".join(c.cmdline())
+                          for c in psutil.Process().children(recursive=True)))
+                kinds = [type(e).__name__ for e in seen]
+                print(kinds[0], kinds.count("EpochEnd"), "Step" in kinds, kinds[-1], seen[-1].state)
+                """
+            )
+        ),
+    ]
+    client = NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+
+    # The progress view, in its final static form (nbclient stores the last
+    # display update in place of the live widgets), says who took part.
+    shown = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
+    assert len(shown) == 1
+    final = shown[0].data
+    assert final["text/plain"].startswith("kernelkit reg: finished (2 epochs)"), final["text/plain"]
+    assert "DataParallel (2 workers, 2 devices)" in final["text/html"]
+    printed = "".join(o.get("text", "") for o in nb.cells[2].outputs).split()
+    # Identical weights on both ranks and in the notebook; the single-process
+    # loss; no worker left; rank 0's events reached the notebook's callback.
+    assert printed == ["True", "True", "0", "TrainBegin", "2", "True", "TrainEnd", "finished"]
+
+
+STOPPED_RUN_CHECK = textwrap.dedent(
+    """
+    ranks = h.params["workers"]["ranks"]
+    its = [r["iterations"] for r in ranks]
+    print(its[0] == its[1], 0 < its[0] < 500 * 4, len(h.epoch) < 500,
+          ranks[0]["digest"] == ranks[1]["digest"] == weights_digest(model.get_weights()),
+          int(model.optimizer.iterations.numpy()) == its[0])
+    print(sum("_worker_main" in " ".join(c.cmdline())
+              for c in psutil.Process().children(recursive=True)))
+    """
+)
+
+
+def start_long_fit(kernel):
+    """Starts a 500-epoch fit on two workers; returns its msg id once steps are running."""
+    msg_id = kernel.kc.execute(
+        "model = make()\n"
+        "h = kernelkit.fit(model, x, y, workers=2, batch_size=32, epochs=500, timeout=240)"
+    )
+    seen = wait_for(kernel, msg_id, is_live_view, timeout=180)
+    # A widget update means rank 0's steps are arriving.
+    seen += wait_for(kernel, msg_id, lambda m: m["msg_type"] == "comm_msg", timeout=120)
+    return msg_id, seen
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+def test_stop_button_and_interrupt_reach_every_worker(pythonpath, kernel):
+    reply, out = kernel.execute(NOTEBOOK_FIT)
+    assert reply["status"] == "ok", kernel.text(out)
+
+    # 1. The view's Stop button, clicked while the workers train.
+    msg_id, seen = start_long_fit(kernel)
+    buttons = [
+        m["content"]["comm_id"]
+        for m in seen
+        if m["msg_type"] == "comm_open"
+        and m["content"]["data"]["state"].get("_model_name") == "ButtonModel"
+    ]
+    assert buttons, "the live view has a Stop button"
+    click = kernel.kc.session.msg(
+        "comm_msg",
+        {"comm_id": buttons[0], "data": {"method": "custom", "content": {"event": "click"}}},
+    )
+    kernel.kc.shell_channel.send(click)
+    reply, rest = kernel.collect(msg_id, timeout=180)
+    assert reply["status"] == "ok", kernel.text(rest)
+    assert "stopped by user at epoch" in final_text(seen + rest)
+    _, out = kernel.execute(STOPPED_RUN_CHECK)
+    assert kernel.text(out).split() == ["True"] * 5 + ["0"], kernel.text(out)
+
+    # 2. The kernel's interrupt (the ■ button): the same graceful stop.
+    msg_id, seen = start_long_fit(kernel)
+    kernel.km.interrupt_kernel()
+    reply, rest = kernel.collect(msg_id, timeout=180)
+    assert reply["status"] == "ok", kernel.text(rest)
+    assert "stopped by user at epoch" in final_text(seen + rest)
+    _, out = kernel.execute(STOPPED_RUN_CHECK)
+    assert kernel.text(out).split() == ["True"] * 5 + ["0"], kernel.text(out)
