@@ -617,6 +617,12 @@ def run_cell(
             raise KernelkitError(f"--seed {seed!r} is not an integer; use e.g. --seed 42") from None
     if workers is not None and workers < 1:
         raise KernelkitError(f"--workers {workers} must be 1 or more")
+    if workers is not None and (resume or checkpoint or tensorboard):
+        used = [o for o, v in (("--resume", resume), ("--checkpoint", checkpoint),
+                               ("--tensorboard", tensorboard)) if v]
+        raise KernelkitError(
+            f"{', '.join(used)} cannot run in workers yet; drop it or train without --workers"
+        )
     if resume or checkpoint:
         from . import runs
 
