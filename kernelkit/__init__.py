@@ -58,7 +58,13 @@ __all__ = ["__version__", "load_ipython_extension", *sorted(_API)]
 _CALLABLE_MODULES = {"devices", "strategy"}
 
 
+# Submodules reachable as attributes after a plain ``import kernelkit``.
+_SUBMODULES = {"runs", "weights", "freezing", "extraction", "rnn_state", "workers", "events"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'kernelkit' has no attribute {name!r}")

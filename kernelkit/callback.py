@@ -18,7 +18,8 @@ import math
 import sys
 import time
 import weakref
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import keras
 
@@ -30,7 +31,7 @@ Sink = Callable[[ev.Event], None]
 _DISPLAYS = ("auto", "widget", "text", "none")
 
 # One history per model object, so a second fit continues the curves.
-_HISTORIES: "weakref.WeakKeyDictionary[Any, RunHistory]" = weakref.WeakKeyDictionary()
+_HISTORIES: weakref.WeakKeyDictionary[Any, RunHistory] = weakref.WeakKeyDictionary()
 
 
 def history_for(model: Any) -> RunHistory:
@@ -108,7 +109,15 @@ def _stop_reason(callbacks: Iterable[Any]) -> str:
 
 
 def _is_builtin_quiet(cb: Any) -> bool:
-    return isinstance(cb, (keras.callbacks.History, keras.callbacks.ProgbarLogger))
+    """Callbacks that never stop training: not worth naming in the stop reason."""
+    quiet = (
+        keras.callbacks.History,
+        keras.callbacks.ProgbarLogger,
+        keras.callbacks.BackupAndRestore,
+        keras.callbacks.ModelCheckpoint,
+        keras.callbacks.TensorBoard,
+    )
+    return isinstance(cb, quiet) or type(cb).__module__.startswith("kernelkit.")
 
 
 class LiveProgress(keras.callbacks.Callback):
@@ -379,7 +388,7 @@ class LiveProgress(keras.callbacks.Callback):
         for target in targets:
             try:
                 target(event)
-            except Exception as err:  # noqa: BLE001 - a broken view must not stop training
+            except Exception as err:
                 _warn_once(f"kernelkit: a progress sink failed and was skipped: {err!r}")
 
 

@@ -9,8 +9,9 @@ Keras objects, so they can cross a process boundary as dicts
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Union
 
 #: How a fit ended.
 EndState = Literal["finished", "stopped_by_user", "stopped_by_callback", "failed"]

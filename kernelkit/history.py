@@ -9,10 +9,11 @@ most ``capacity`` points per metric.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping
 
 from . import events as ev
 
@@ -149,6 +150,15 @@ class RunHistory:
         for i, epoch in enumerate(epochs):
             self.epoch_index.append(int(epoch))
             self.epochs.append({k: float(v[i]) for k, v in logs.items() if i < len(v)})
+
+    def drop_from(self, epoch: int) -> None:
+        """Forgets finished epochs from absolute ``epoch`` on (a resumed fit redoes them)."""
+        keep = [i for i, e in enumerate(self.epoch_index) if e < epoch]
+        self.epoch_index = [self.epoch_index[i] for i in keep]
+        self.epochs = [self.epochs[i] for i in keep]
+        for series in self.batch.values():
+            n = bisect.bisect_right(series.xs, epoch)
+            del series.xs[n:], series.ys[n:]
 
     def apply(self, event: ev.Event) -> None:
         """Records one event (the only way the callback and views feed the store)."""

@@ -8,8 +8,9 @@ ends (stop requests act at once: they only set a flag).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Tuple, Union
+from typing import Literal, Union
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,16 @@ class SetTrainable:
         up_to: when set, every layer before and including this path.
     """
 
-    layers: Tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
     trainable: bool = False
-    up_to: Optional[str] = None
+    up_to: str | None = None
 
 
 @dataclass(frozen=True)
 class ResetStates:
     """Reset stateful RNN layers (``layers=None``: all of them)."""
 
-    layers: Optional[Tuple[str, ...]] = None
+    layers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

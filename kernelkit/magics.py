@@ -104,13 +104,20 @@ class KernelkitMagics(Magics):
                 deterministic=args.deterministic,
                 show_card=not args.no_card,
                 workers=args.workers,
-                resume=args.resume,
-                checkpoint=args.checkpoint,
+                resume=_unquote(args.resume),
+                checkpoint=_unquote(args.checkpoint),
                 tensorboard=args.tensorboard,
             )
         except (ValueError, TypeError, KeyError, OSError) as err:
             message = err.args[0] if err.args else str(err)
             raise UsageError(str(message).splitlines()[0]) from None
+
+
+def _unquote(value: str | None) -> str | None:
+    """IPython's parse_argstring keeps quotes (arg_split(posix=False)): "a b" -> a b."""
+    if value and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:

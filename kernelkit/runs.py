@@ -80,7 +80,7 @@ class ResumeState:
     epochs: tuple[int, ...] = ()
 
     def __str__(self) -> str:
-        return f"resumed at epoch {self.epoch}"
+        return f"resumed at epoch {self.epoch + 1}"  # 1-based, as the progress view says
 
 
 def resume_callbacks(directory: PathLike) -> list[keras.callbacks.Callback]:
@@ -138,7 +138,7 @@ def resumed_state(directory: PathLike) -> ResumeState | None:
     Example:
         >>> state = kernelkit.runs.resumed_state("runs/mnist")
         >>> print(state or "new run")
-        resumed at epoch 3
+        resumed at epoch 4
 
     """
     root = os.fspath(directory)

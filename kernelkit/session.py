@@ -13,8 +13,9 @@ import keyword
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import keras
 
@@ -200,7 +201,7 @@ def _describe_strategy(strategy: Any) -> str:
         from .strategy import describe
 
         return describe(strategy)[0]
-    except Exception:  # noqa: BLE001 - a description is never worth an error
+    except Exception:
         return type(strategy).__name__
 
 
@@ -455,7 +456,7 @@ def _sample(x: Any, count: int = 64) -> Any:
             parts = [v[:count] for v in x if hasattr(v, "shape")]
             return parts if len(parts) == len(x) else None
         return x[:count] if hasattr(x, "shape") else None
-    except Exception:  # noqa: BLE001 - no sample is fine
+    except Exception:
         return None
 
 
@@ -503,6 +504,8 @@ def _run_callbacks(
             history = history_for(model)
             if not history.epochs:  # a fresh kernel: draw the finished epochs too
                 history.seed(state.epochs, state.history)
+            else:  # the same model after a stop: the epoch it cut short is done again
+                history.drop_from(state.epoch + history.offset)
     if checkpoint:
         from . import runs
 

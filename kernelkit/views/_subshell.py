@@ -59,7 +59,7 @@ def subshell_id(timeout: float = 5.0) -> str | None:
         def _make() -> None:
             try:
                 result["id"] = create()
-            except Exception as err:  # noqa: BLE001 - any failure means unavailable
+            except Exception as err:
                 result["error"] = err
             finally:
                 done.set()
@@ -93,7 +93,7 @@ def route_to_subshell(comm: Any) -> bool:
 
     try:
         comm._reply_subshell_for = _pinned
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return True
 

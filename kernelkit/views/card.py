@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
 
 def _has_stateful_layers(model: Any) -> bool:
     from ..rnn_state import stateful_layers
@@ -86,7 +88,7 @@ class ModelCard:
             from ..devices import devices
 
             return devices().label()
-        except Exception:  # noqa: BLE001 - the card never fails for a device line
+        except Exception:
             import keras
 
             return f"Keras {keras.__version__} ({keras.backend.backend()})"

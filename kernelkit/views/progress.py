@@ -13,7 +13,8 @@ from __future__ import annotations
 import html
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import events as ev
 from ..history import RunHistory, Throttle
@@ -397,6 +398,7 @@ class ProgressView:
             self.history.apply(event)
         self.state.apply(event)
         if isinstance(event, ev.TrainBegin):
+            self.header.value = bar_html(self.state)
             if self._handle is None:
                 self.show()
         elif isinstance(event, ev.Step):
