@@ -50,7 +50,7 @@ for _name in HOOKS:
         return hook
     setattr(Timed, _name, _wrap(_name))
 
-def run(kind, epochs=3):
+def run(kind, epochs=5):
     m = make()
     m.fit(x[:256], y[:256], epochs=1, batch_size=32, verbose=0)  # trace outside the timing
     cbs = [Timed()] if kind == "live" else []

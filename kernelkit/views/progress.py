@@ -10,8 +10,11 @@ saved notebook reads in GitHub, nbviewer and nbconvert without a kernel.
 
 from __future__ import annotations
 
+import contextvars
 import html
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -272,7 +275,7 @@ def static_html(state: ProgressState, history: RunHistory) -> str:
     return (
         "<div class='kk-result'>"
         + bar_html(state)
-        + curves_html(history)
+        + curves_html(history, max_points=300)
         + table_html(history)
         + "</div>"
     )
@@ -336,35 +339,55 @@ class ProgressView:
         curve_refresh: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        import ipywidgets as w
-
-        from ._subshell import route_widget
-
         self._owns_history = history is None
         self.history = history if history is not None else RunHistory()
         self.state = ProgressState()
         self.plot = plot
         self.on_stop = on_stop
         self._curves_throttle = Throttle(curve_refresh, clock)
-        self.header = w.HTML(value=bar_html(self.state))
-        self.curves = w.HTML(value="")
-        self.table = w.HTML(value="")
-        self.stop_button = w.Button(
-            description="Stop", icon="stop", button_style="warning", tooltip="Stop after this step"
-        )
-        self.note = w.HTML(value="")
-        self.stop_button.on_click(self._clicked)
-        self.widget = w.VBox(
-            [self.header, w.HBox([self.stop_button, self.note]), self.curves, self.table]
-        )
-        self.stop_live = route_widget(self.stop_button)
-        if not self.stop_live:
-            self.note.value = (
-                "<span style='color:#666;font-size:11px'>This kernel cannot take clicks during a "
-                "fit: use the kernel interrupt (■) to stop gracefully.</span>"
-            )
+        self._curves = ""
+        self._table = ""
+        self._note = ""
         self._handle: Any = None
         self._closed = False
+        self._queue: Any = None
+        self._thread: threading.Thread | None = None
+        self.widget: Any = None
+        self.stop_live = False
+
+    def build(self) -> None:
+        """Creates the widgets (once). ``show`` and the render thread call it."""
+        if self.widget is not None:
+            return
+        import ipywidgets as w
+
+        from ._subshell import route_widget
+
+        # Few widgets on purpose: each one costs comm messages to open and close
+        # and time to build. One HTML body carries the bar, the curves and the
+        # table; the curves' and table's HTML is cached and only redrawn when
+        # they change.
+        layout = w.Layout()
+        self.body = w.HTML(value=bar_html(self.state), layout=layout)
+        self.stop_button = w.Button(
+            description="Stop",
+            icon="stop",
+            button_style="warning",
+            tooltip="Stop after this step",
+            layout=layout,
+        )
+        self.stop_button.on_click(self._clicked)
+        self._layout = layout
+        self.stop_live = route_widget(self.stop_button)
+        if not self.stop_live:
+            self._note = (
+                "<div style='color:#666;font-size:11px'>This kernel cannot take clicks during a "
+                "fit: use the kernel interrupt (■) to stop gracefully.</div>"
+            )
+        self.widget = w.VBox([self.body, self.stop_button], layout=layout)
+
+    def _render(self) -> None:
+        self.body.value = bar_html(self.state) + self._note + self._curves + self._table
 
     # The widgets' repr is random ids; this is what nbval and plain frontends see.
     def __repr__(self) -> str:
@@ -381,6 +404,7 @@ class ProgressView:
         """Displays the live view in the current cell's output."""
         from IPython.display import display
 
+        self.build()
         bundle = {
             "application/vnd.jupyter.widget-view+json": {
                 "version_major": 2,
@@ -388,30 +412,100 @@ class ProgressView:
                 "model_id": self.widget.model_id,
             },
             "text/plain": "kernelkit: training…",
-            "text/html": self.header.value,
+            "text/html": self.body.value,
         }
         self._handle = display(bundle, raw=True, display_id=True)
 
     def handle(self, event: ev.Event) -> None:
-        """Updates the view with one event (the callback throttles steps)."""
+        """Takes one event (the callback throttles steps).
+
+        Begin and end are handled at once, on the calling (training) thread:
+        the live view must be displayed from the cell's context and the
+        static result must be in place when ``fit`` returns. Steps and epoch
+        ends go to a render thread, so building HTML and sending it costs the
+        training thread one queue put (TensorFlow releases the GIL while it
+        computes, so rendering overlaps training).
+        """
         if self._owns_history:
             self.history.apply(event)
+        if isinstance(event, ev.TrainBegin):
+            self._start_renderer()
+            self._queue.put(event)  # built and shown on the render thread
+        elif isinstance(event, ev.TrainEnd):
+            self._stop_renderer()
+            self._apply(event)
+        elif self._queue is not None:
+            self._queue.put(event)
+        else:
+            self._apply(event)
+
+    def _apply(self, event: ev.Event) -> None:
         self.state.apply(event)
         if isinstance(event, ev.TrainBegin):
-            self.header.value = bar_html(self.state)
+            self.build()
+            self._render()
             if self._handle is None:
                 self.show()
         elif isinstance(event, ev.Step):
-            self.header.value = bar_html(self.state)
             if self.plot and self._curves_throttle.ready():
-                self.curves.value = curves_html(self.history, max_points=150)
+                self._curves = curves_html(self.history, max_points=150)
+            self._render()
         elif isinstance(event, ev.EpochEnd):
-            self.header.value = bar_html(self.state)
             if self.plot:
-                self.curves.value = curves_html(self.history, max_points=150)
-            self.table.value = table_html(self.history)
+                self._curves = curves_html(self.history, max_points=150)
+            self._table = table_html(self.history)
+            self._render()
         elif isinstance(event, ev.TrainEnd):
             self.finish()
+
+    def _start_renderer(self) -> None:
+        if self._thread is not None:
+            return
+        self._queue = queue.SimpleQueue()
+        # A copy of the cell's context routes display() from the thread to this cell.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run,
+            args=(self._run_renderer, self._queue),
+            name="kernelkit-render",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _stop_renderer(self) -> None:
+        thread, q = self._thread, self._queue
+        self._thread = self._queue = None
+        if thread is not None and q is not None:
+            q.put(None)
+            thread.join(timeout=10)
+
+    def _run_renderer(self, q: Any) -> None:
+        while True:
+            event = q.get()
+            if event is None:
+                return
+            # Coalesce: apply every waiting event, draw once.
+            batch = [event]
+            while not q.empty():
+                more = q.get()
+                if more is None:
+                    self._draw(batch)
+                    return
+                batch.append(more)
+            self._draw(batch)
+
+    def _draw(self, batch: list[ev.Event]) -> None:
+        try:
+            for event in batch[:-1]:
+                if isinstance(event, ev.TrainBegin):
+                    self._apply(event)  # builds and shows the view: never skipped
+                else:
+                    self.state.apply(event)
+                    if isinstance(event, ev.EpochEnd):
+                        self._table = table_html(self.history)
+            self._apply(batch[-1])
+        except Exception as err:  # noqa: BLE001 - a drawing error must not stop training
+            print(f"kernelkit: the progress view failed to draw: {err!r}", file=sys.stderr)
 
     def finish(self) -> None:
         """Replaces the live widgets with the static result and closes them."""
@@ -430,9 +524,10 @@ class ProgressView:
             from IPython.display import display
 
             display(bundle, raw=True)
-        self.widget.close()
-        for child in (self.header, self.curves, self.table, self.stop_button, self.note):
-            child.close()
+        if self.widget is not None:
+            for widget in (self.widget, self.body, self.stop_button, self.body.style,
+                           self.stop_button.style, self._layout):
+                widget.close()
 
 
 def in_notebook_kernel() -> bool:
