@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml labextension/package.json labextension/yarn.lock
 
 lab: env
 	$(BIN)/jupyter labextension list 2>&1 | grep -i kernelkit
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --notebook-dir=notebooks
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(PORT) --ServerApp.root_dir=notebooks \
+	    $(if $(filter 0,$(shell id -u)),--allow-root)
 
 chromium:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
