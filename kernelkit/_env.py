@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Collection, Mapping
+from typing import Any
 
 Environ = Mapping[str, str] | None
 Modules = Collection[str] | None
@@ -116,3 +117,20 @@ def tf_config(environ: Environ = None) -> dict | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def make_callable(module_name: str, function: Any) -> None:
+    """Makes the module ``module_name`` callable as ``function``.
+
+    ``kernelkit.devices`` and ``kernelkit.strategy`` are both a submodule and a
+    function: importing the submodule binds it on the package under the
+    function's name, so the module itself forwards calls to the function.
+    """
+    import sys
+    import types
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+    sys.modules[module_name].__class__ = _CallableModule

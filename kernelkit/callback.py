@@ -92,10 +92,11 @@ def _find_fit_frame(callback: keras.callbacks.Callback) -> dict[str, Any]:
 def _stop_reason(callbacks: Iterable[Any]) -> str:
     """Which callback stopped training, and why, in one line."""
     for cb in callbacks:
-        name = type(cb).__name__
         if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
             best = cb.best
-            best_text = f" (best {best:.4g} at epoch {cb.best_epoch + 1})" if best is not None else ""
+            best_text = (
+                f" (best {best:.4g} at epoch {cb.best_epoch + 1})" if best is not None else ""
+            )
             return (
                 f"EarlyStopping: {cb.monitor} did not improve for {cb.patience} "
                 f"epoch{'s' if cb.patience != 1 else ''}{best_text}"
@@ -164,8 +165,10 @@ class LiveProgress(keras.callbacks.Callback):
             raise ValueError(
                 f"LiveProgress(display={display!r}) is not allowed; use one of {', '.join(_DISPLAYS)}"
             )
-        if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not (
-            0 < refresh <= 60
+        if (
+            isinstance(refresh, bool)
+            or not isinstance(refresh, (int, float))
+            or not (0 < refresh <= 60)
         ):
             raise ValueError(
                 f"LiveProgress(refresh={refresh!r}) is not allowed; use seconds between 0 and 60, "

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -734,16 +733,4 @@ def devices(refresh: bool = False, probe: Probe | None = None) -> DeviceReport:
     return _REPORT
 
 
-class _CallableModule(types.ModuleType):
-    """Keeps ``kernelkit.devices(...)`` callable once the submodule is imported.
-
-    Importing a submodule binds it on the package under the same name as the
-    public function that kernelkit/__init__.py maps lazily, shadowing it; calling
-    the module calls the function.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> DeviceReport:
-        return devices(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+_env.make_callable(__name__, devices)

@@ -145,7 +145,9 @@ class RunHistory:
         self.epoch_index.append(epoch + self.offset)
         self.epochs.append(dict(logs))
 
-    def seed(self, epochs: Iterator[int] | tuple[int, ...], logs: Mapping[str, list[float]]) -> None:
+    def seed(
+        self, epochs: Iterator[int] | tuple[int, ...], logs: Mapping[str, list[float]]
+    ) -> None:
         """Adds finished epochs from a saved ``History``-style dict (a resumed run)."""
         for i, epoch in enumerate(epochs):
             self.epoch_index.append(int(epoch))

@@ -44,7 +44,9 @@ class KernelkitMagics(Magics):
         default=None,
         help="Train data-parallel in N worker processes (Keras's JAX distribution).",
     )
-    @argument("--resume", default=None, help="Directory for BackupAndRestore: resume after a crash.")
+    @argument(
+        "--resume", default=None, help="Directory for BackupAndRestore: resume after a crash."
+    )
     @argument(
         "--checkpoint", default=None, help="Save the best weights (by val_loss) to this path."
     )
@@ -92,8 +94,10 @@ class KernelkitMagics(Magics):
         from . import session
 
         if not args.name:
-            raise UsageError("%%kmodel needs a NAME: the variable the cell assigns its model to, "
-                             "e.g. %%kmodel clf")
+            raise UsageError(
+                "%%kmodel needs a NAME: the variable the cell assigns its model to, "
+                "e.g. %%kmodel clf"
+            )
         try:
             return session.run_cell(
                 self.shell,

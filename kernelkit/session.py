@@ -290,7 +290,9 @@ class ModelTable:
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in self.rows
         )
-        return f"<table class='kk-models'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (
+            f"<table class='kk-models'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
 
 
 def models() -> ModelTable:
@@ -621,8 +623,15 @@ def run_cell(
     if workers is not None and workers < 1:
         raise KernelkitError(f"--workers {workers} must be 1 or more")
     if workers is not None and (resume or checkpoint or tensorboard):
-        used = [o for o, v in (("--resume", resume), ("--checkpoint", checkpoint),
-                               ("--tensorboard", tensorboard)) if v]
+        used = [
+            o
+            for o, v in (
+                ("--resume", resume),
+                ("--checkpoint", checkpoint),
+                ("--tensorboard", tensorboard),
+            )
+            if v
+        ]
         raise KernelkitError(
             f"{', '.join(used)} cannot run in workers yet; drop it or train without --workers"
         )
@@ -672,8 +681,12 @@ def run_cell(
             user_ns[name] = before  # lose nothing: the earlier model stays under NAME
         raise KernelkitError(
             f"{name} is a {type(model).__name__}, not a keras.Model; assign the model itself "
-            f"to {name}" + (" (the earlier model was kept)" if before is not missing
-                            and isinstance(before, keras.Model) else "")
+            f"to {name}"
+            + (
+                " (the earlier model was kept)"
+                if before is not missing and isinstance(before, keras.Model)
+                else ""
+            )
         )
     entry = register(name, model, strategy=None if _is_default(chosen) else chosen)
     entry.fit_options = {k: v for k, v in fit_options.items() if v}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import types
 import warnings
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -732,16 +731,6 @@ def _check_batches(
             )
 
 
-class _CallableModule(types.ModuleType):
-    """Keeps ``kernelkit.strategy(...)`` callable once the submodule is imported.
+from ._env import make_callable  # noqa: E402 - after strategy() is defined
 
-    Importing a submodule binds it on the package under the same name as the
-    public function that kernelkit/__init__.py maps lazily, shadowing it; calling
-    the module calls the function.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return strategy(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, strategy)

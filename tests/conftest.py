@@ -10,7 +10,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import queue
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,6 +95,24 @@ class Kernel:
         while reply["parent_header"].get("msg_id") != msg_id:
             reply = self.kc.get_shell_msg(timeout=max(deadline - time.monotonic(), 1))
         return reply["content"], messages
+
+    def wait_for(
+        self, msg_id: str, predicate: Any, timeout: float = 120.0
+    ) -> list[dict]:
+        """Reads iopub until a message of the cell satisfies ``predicate``; returns what it read."""
+        deadline = time.monotonic() + timeout
+        seen: list[dict] = []
+        while time.monotonic() < deadline:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            seen.append(msg)
+            if predicate(msg):
+                return seen
+        raise TimeoutError("the awaited message never came")
 
     @staticmethod
     def text(messages: list[dict]) -> str:

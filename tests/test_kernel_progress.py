@@ -24,20 +24,8 @@ class End(keras.callbacks.Callback):
 
 
 def wait_for(kernel, msg_id, predicate, timeout=120.0):
-    """Reads iopub until a message of the cell satisfies ``predicate``; returns what it read."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        try:
-            msg = kernel.kc.get_iopub_msg(timeout=1)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        seen.append(msg)
-        if predicate(msg):
-            return seen
-    raise TimeoutError("the awaited message never came")
+    """Reads iopub until a message of the cell satisfies ``predicate``."""
+    return kernel.wait_for(msg_id, predicate, timeout)
 
 
 def is_live_view(msg):

@@ -52,7 +52,9 @@ def layer_rows(model: Any) -> list[tuple[str, str, str, int, bool]]:
     rows = []
     for layer in model.layers:
         params = _count(layer.weights) if layer.built else 0
-        rows.append((layer.name, type(layer).__name__, _shape(layer), params, bool(layer.trainable)))
+        rows.append(
+            (layer.name, type(layer).__name__, _shape(layer), params, bool(layer.trainable))
+        )
     return rows
 
 
@@ -96,7 +98,11 @@ class ModelCard:
     def __repr__(self) -> str:
         trainable, frozen = self.totals()
         runs = self.entry.runs if self.entry is not None else 0
-        last = f"; last run: {self.entry.last_summary}" if self.entry and self.entry.last_summary else ""
+        last = (
+            f"; last run: {self.entry.last_summary}"
+            if self.entry and self.entry.last_summary
+            else ""
+        )
         return (
             f"<kernelkit model card {self._name()!r}: {type(self.model).__name__}, "
             f"{len(self.model.layers)} layers, {trainable:,} trainable / {frozen:,} non-trainable "
@@ -177,8 +183,10 @@ class ModelCard:
         found = []
         for title, build in self.tab_builders():
             widget = build()
-            if title != "Summary" and isinstance(getattr(widget, "value", None), str) and (
-                "Does not apply" in widget.value
+            if (
+                title != "Summary"
+                and isinstance(getattr(widget, "value", None), str)
+                and ("Does not apply" in widget.value)
             ):
                 continue
             found.append((title, widget))

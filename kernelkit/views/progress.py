@@ -199,7 +199,7 @@ def bar_html(state: ProgressState) -> str:
         status = html.escape(state.reason)
     return (
         '<div class="kk-progress" style="font-family:sans-serif;font-size:12px;max-width:640px">'
-        f'<div><b>{name}</b> {html.escape(state.epoch_text())}{extra} · '
+        f"<div><b>{name}</b> {html.escape(state.epoch_text())}{extra} · "
         f'<span class="kk-state" style="color:{color}">{status}</span></div>'
         '<div style="background:#e8e8e8;border-radius:3px;height:10px;margin:3px 0">'
         f'<div class="kk-bar" style="width:{width};height:10px;border-radius:3px;'
@@ -231,7 +231,9 @@ def table_html(history: RunHistory, max_rows: int = 12) -> str:
             f"{format_value(logs[k]) if k in logs else ''}</td>"
             for k in keys
         )
-        body.append(f"<tr><td style='padding:1px 8px;text-align:right'>{epoch + 1}</td>{cells}</tr>")
+        body.append(
+            f"<tr><td style='padding:1px 8px;text-align:right'>{epoch + 1}</td>{cells}</tr>"
+        )
     return (
         "<table class='kk-table' style='font-family:sans-serif;font-size:12px;"
         "border-collapse:collapse'>"
@@ -504,7 +506,7 @@ class ProgressView:
                     if isinstance(event, ev.EpochEnd):
                         self._table = table_html(self.history)
             self._apply(batch[-1])
-        except Exception as err:  # noqa: BLE001 - a drawing error must not stop training
+        except Exception as err:
             print(f"kernelkit: the progress view failed to draw: {err!r}", file=sys.stderr)
 
     def finish(self) -> None:
@@ -525,8 +527,14 @@ class ProgressView:
 
             display(bundle, raw=True)
         if self.widget is not None:
-            for widget in (self.widget, self.body, self.stop_button, self.body.style,
-                           self.stop_button.style, self._layout):
+            for widget in (
+                self.widget,
+                self.body,
+                self.stop_button,
+                self.body.style,
+                self.stop_button.style,
+                self._layout,
+            ):
                 widget.close()
 
 
