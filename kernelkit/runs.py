@@ -189,7 +189,24 @@ def clear_resume(directory: PathLike) -> bool:
     return removed
 
 
-class ResumeBackup(keras.callbacks.BackupAndRestore):
+class _EpochCutShort:
+    """Tracks the last step of the epoch, to tell a full epoch from one a stop cut short."""
+
+    _last_batch = -1
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Forget the last step seen."""
+        self._last_batch = -1
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Remember the step."""
+        self._last_batch = batch
+
+    def _cut_short(self) -> bool:
+        return _cut_short(self.model, self.params, self._last_batch)  # type: ignore[attr-defined]
+
+
+class ResumeBackup(_EpochCutShort, keras.callbacks.BackupAndRestore):
     """``BackupAndRestore`` that keeps its backup unless the run really finished.
 
     Keras deletes the backup in ``on_train_end`` whatever happened, so a run
@@ -224,17 +241,9 @@ class ResumeBackup(keras.callbacks.BackupAndRestore):
         super().on_train_begin(logs)
         self._done_epochs = _backup_epoch(self.backup_dir) or 0
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Forget the last step seen."""
-        self._last_batch = -1
-
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        """Remember the step, to tell a full epoch from one cut short."""
-        self._last_batch = batch
-
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Back up a finished epoch; skip one that a stop cut short."""
-        if _cut_short(self.model, self.params, self._last_batch):
+        if self._cut_short():
             return  # keep the previous backup: this epoch is done again on resume
         super().on_epoch_end(epoch, logs)
         self._done_epochs = epoch + 1
@@ -251,7 +260,7 @@ class ResumeBackup(keras.callbacks.BackupAndRestore):
             super().on_train_end(logs)
 
 
-class ResumeHistory(keras.callbacks.Callback):
+class ResumeHistory(_EpochCutShort, keras.callbacks.Callback):
     """Keeps every finished epoch's logs in ``DIR/history.json``.
 
     The file is rewritten atomically (a temporary file, then ``os.replace``)
@@ -278,17 +287,9 @@ class ResumeHistory(keras.callbacks.Callback):
         else:
             self.records = [r for r in _read_history(self.directory) if r["epoch"] < state.epoch]
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Forget the last step seen."""
-        self._last_batch = -1
-
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        """Remember the step, to tell a full epoch from one cut short."""
-        self._last_batch = batch
-
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Add the epoch's logs and rewrite history.json atomically."""
-        if _cut_short(self.model, self.params, self._last_batch):
+        if self._cut_short():
             return
         record: dict[str, Any] = {"epoch": int(epoch)}
         for key, value in (logs or {}).items():
