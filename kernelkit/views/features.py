@@ -38,6 +38,8 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
+from ._static import StaticFallback
+
 __all__ = ["FeatureView", "Snapshot", "tab"]
 
 _HINT = (
@@ -297,7 +299,7 @@ class Snapshot:
         return self.text
 
 
-class FeatureView(widgets.VBox):
+class FeatureView(StaticFallback, widgets.VBox):
     """Browse the activations of a model's layers for some sample inputs.
 
     The view runs one pass over all of ``x`` (batch by batch), keeping
@@ -479,6 +481,10 @@ class FeatureView(widgets.VBox):
 
     # ---- static output
 
+    def static_html(self) -> str:
+        """The view as static HTML (its current layer and sample)."""
+        return self.to_html()
+
     def to_html(self) -> str:
         """The current picture and statistics as one self-contained HTML fragment."""
         return (
@@ -500,16 +506,7 @@ class FeatureView(widgets.VBox):
             f"{len(self.scan.labels)} layers, {kept} of {self.scan.count} samples kept)"
         )
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle  # (data, metadata)
-        if isinstance(data, dict):
-            data["text/plain"] = repr(self)  # whole and deterministic (ipywidgets cuts at 110)
-            data["text/html"] = self.to_html()  # for readers without a widget manager
-        return bundle
 
 
 def tab(model: Any, submit: Callable[[Any], bool], x: Any = None) -> widgets.Widget | None:

@@ -25,6 +25,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..intents import Intent, SetTrainable
+from ._static import StaticFallback
 
 _BN_NOTE = "frozen BatchNormalization: also runs in inference mode (uses its moving statistics)"
 _WIDTHS = {"toggle": "110px", "name": "240px", "type": "160px", "shape": "130px", "params": "80px"}
@@ -105,7 +106,7 @@ class LayerRow(W.HBox):
         self.up_to.on_click(lambda _button: on_up_to(self))
 
 
-class LayersPanel(W.VBox):
+class LayersPanel(StaticFallback, W.VBox):
     """Trainable toggles for every layer of a model.
 
     Args:
@@ -301,16 +302,7 @@ class LayersPanel(W.VBox):
             lines.append((line + ("  " + note if note else "")).rstrip())
         return "\n".join(lines)
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle  # (data, metadata)
-        if isinstance(data, dict):
-            data["text/plain"] = repr(self)  # the full table, not ipywidgets' 110 characters
-            data["text/html"] = self.static_html()
-        return bundle
 
     def static_html(self) -> str:
         """The layers as a static HTML table (readable in a saved notebook)."""

@@ -15,6 +15,7 @@ from typing import Any
 import ipywidgets as w
 
 from .. import intents, rnn_state
+from ._static import StaticFallback
 
 #: The auto-reset selector's (label, value) pairs; values are ``SetAutoReset.every``.
 AUTO_RESET_OPTIONS = (("never", "never"), ("each epoch", "epoch"), ("each fit", "fit"))
@@ -50,7 +51,7 @@ def _norms_html(rows: list[rnn_state.StateRow]) -> str:
     )
 
 
-class StatesPanel(w.VBox):
+class StatesPanel(StaticFallback, w.VBox):
     """Per stateful layer: its state norms and a Reset button; Reset all; auto-reset policy.
 
     Call ``refresh()`` after anything that moves the state (fit, predict,
@@ -235,11 +236,3 @@ class StatesPanel(w.VBox):
             + f"<p style='font-size:12px'>Auto-reset: {_LABELS[self.auto_reset]}</p>"
         )
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
-        # ipywidgets cuts text/plain at 110 characters; give the full text and
-        # a static table for front ends without the widget manager.
-        data = super()._repr_mimebundle_(**kwargs)
-        if data is not None:
-            data["text/plain"] = repr(self)
-            data["text/html"] = self.static_html()
-        return data
