@@ -32,6 +32,10 @@ _API: dict[str, str] = {
     "unfreeze": ".freezing",
     "set_trainable": ".freezing",
     "recompile": ".freezing",
+    # fine-tuning and the learning-rate finder
+    "freeze_to": ".finetune",
+    "layer_lrs": ".finetune",
+    "lr_find": ".lr_find",
     # feature extraction
     "extract": ".extraction",
     "FeatureView": ".views.features",
@@ -51,15 +55,24 @@ _API: dict[str, str] = {
 __all__ = ["__version__", "load_ipython_extension", *sorted(_API)]
 
 
-# ``kernelkit.devices`` and ``kernelkit.strategy`` are both a function and a
-# submodule; importing the submodule binds it on the package, so the public
-# name is the module itself, made callable (``kernelkit.devices()`` runs
+# ``kernelkit.devices``, ``kernelkit.strategy`` and ``kernelkit.lr_find`` are
+# both a function and a submodule; importing the submodule binds it on the
+# package, so the public name is the module itself, made callable (``kernelkit.devices()`` runs
 # detection and ``kernelkit.devices.detect`` is there too).
-_CALLABLE_MODULES = {"devices", "strategy"}
+_CALLABLE_MODULES = {"devices", "strategy", "lr_find"}
 
 
 # Submodules reachable as attributes after a plain ``import kernelkit``.
-_SUBMODULES = {"runs", "weights", "freezing", "extraction", "rnn_state", "workers", "events"}
+_SUBMODULES = {
+    "runs",
+    "weights",
+    "freezing",
+    "finetune",
+    "extraction",
+    "rnn_state",
+    "workers",
+    "events",
+}
 
 
 def __getattr__(name: str) -> Any:

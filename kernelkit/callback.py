@@ -15,6 +15,7 @@ work happens at most every ``refresh`` seconds and at epoch ends.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 import weakref
@@ -22,7 +23,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
+from . import _fitting
 from . import events as ev
 from .history import RunHistory, scalar_logs
 
@@ -46,22 +49,22 @@ def history_for(model: Any) -> RunHistory:
 
 
 def describe_distribution(model: Any) -> tuple[str, int]:
-    """A short text for where the model trains, and the number of replicas."""
+    """Where ``model`` trains right now, read as Keras's own fit reads it.
+
+    On TensorFlow, fit always runs in the strategy the model was built in
+    (``model.distribute_strategy``); on JAX, fit follows the global
+    ``keras.distribution.distribution()`` in force when it runs, whatever the
+    model was built under. Worded by :func:`kernelkit.strategy.describe`, so
+    the bar, the card and ``%kmodel`` say the same thing.
+
+    Returns:
+        (text, replicas), e.g. ("DataParallel (8 devices)", 8) or ("default", 1).
+    """
+    from .strategy import describe
+
     if keras.backend.backend() == "tensorflow":
-        strategy = getattr(model, "distribute_strategy", None)
-        if strategy is None:
-            return "default", 1
-        name = type(strategy).__name__
-        replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
-        if name.startswith("_Default"):
-            return "default", replicas
-        return f"{name} ({replicas} replica{'s' if replicas != 1 else ''})", replicas
-    distribution = keras.distribution.distribution()
-    if distribution is None:
-        return "default", 1
-    devices = getattr(getattr(distribution, "device_mesh", None), "devices", None)
-    count = int(getattr(devices, "size", 1) or 1)
-    return f"{type(distribution).__name__} ({count} devices)", count
+        return describe(getattr(model, "distribute_strategy", None))
+    return describe(keras.distribution.distribution())
 
 
 def _find_fit_frame(callback: keras.callbacks.Callback) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def _stop_reason(callbacks: Iterable[Any]) -> str:
     """Which callback stopped training, and why, in one line."""
     for cb in callbacks:
         if isinstance(cb, keras.callbacks.EarlyStopping) and cb.stopped_epoch > 0:
-            best = cb.best
+            best = _as_float(cb.best)  # F1Score on one output is a shape-(1,) array
             best_text = (
                 f" (best {best:.4g} at epoch {cb.best_epoch + 1})" if best is not None else ""
             )
@@ -107,6 +110,33 @@ def _stop_reason(callbacks: Iterable[Any]) -> str:
     if others:
         return f"a callback set model.stop_training ({', '.join(others)})"
     return "a callback set model.stop_training"
+
+
+def _as_float(value: Any) -> float | None:
+    """A metric value as one float, or None when it is not one number."""
+    try:
+        array = np.asarray(value, dtype="float64")
+    except (TypeError, ValueError):
+        return None
+    return float(array.reshape(-1)[0]) if array.size == 1 else None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _error_line(error: BaseException) -> str:
+    """The informative line of an error, for the failed state.
+
+    Keras wraps errors raised inside a layer's ``call`` as "Exception encountered
+    when calling Sequential.call()." with the reason on a later (bold) line.
+    """
+    lines = [_ANSI.sub("", line).strip() for line in str(error).splitlines()]
+    useful = [
+        line
+        for line in lines
+        if line and not line.startswith(("Exception encountered when calling", "Arguments received"))
+    ]
+    return f"{type(error).__name__}: {useful[0] if useful else ''}".rstrip(": ")
 
 
 def _is_builtin_quiet(cb: Any) -> bool:
@@ -136,7 +166,18 @@ class LiveProgress(keras.callbacks.Callback):
             elsewhere), "widget", "text" or "none" (events only, for sinks).
         refresh: the shortest time between two view updates, in seconds.
         plot: whether the view draws curves.
-        stop_on_nan: stop and show a failed state when the loss becomes NaN.
+        interactive: also put a plotly figure of the curves (hover, zoom, a
+            log/linear switch) into the final result, for frontends with a
+            plotly renderer. Off by default: there it hides the static HTML
+            result, and JupyterLab saves a PNG snapshot of it in the notebook.
+        stop_on_nan: stop when the loss becomes NaN or infinite, and show a failed
+            state. Keras's own fit goes on (unless ``TerminateOnNaN`` is given);
+            kernelkit stops, since every step after that only spreads NaN
+            through the weights.
+        restore_on_nan: with ``stop_on_nan``, put back the weights (the
+            BatchNormalization statistics among them) and the optimizer state of
+            the last finite epoch end, or of the start of the fit, and say so.
+            It copies the model's state to host memory once per epoch.
         sink: a callable, or a list of them, receiving every event.
         model_name: the name shown in the view (default: the model's name).
         clock: a monotonic clock; tests pass a fake one.
@@ -155,7 +196,9 @@ class LiveProgress(keras.callbacks.Callback):
         display: str = "auto",
         refresh: float = 0.5,
         plot: bool = True,
+        interactive: bool = False,
         stop_on_nan: bool = True,
+        restore_on_nan: bool = True,
         sink: Sink | Iterable[Sink] | None = None,
         model_name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -176,9 +219,17 @@ class LiveProgress(keras.callbacks.Callback):
             )
         if not isinstance(plot, bool):
             raise ValueError(f"LiveProgress(plot={plot!r}) is not allowed; use True or False")
+        if not isinstance(interactive, bool):
+            raise ValueError(
+                f"LiveProgress(interactive={interactive!r}) is not allowed; use True or False"
+            )
         if not isinstance(stop_on_nan, bool):
             raise ValueError(
                 f"LiveProgress(stop_on_nan={stop_on_nan!r}) is not allowed; use True or False"
+            )
+        if not isinstance(restore_on_nan, bool):
+            raise ValueError(
+                f"LiveProgress(restore_on_nan={restore_on_nan!r}) is not allowed; use True or False"
             )
         if sink is None:
             sinks: list[Sink] = []
@@ -191,14 +242,19 @@ class LiveProgress(keras.callbacks.Callback):
         self.display = display
         self.refresh = float(refresh)
         self.plot = plot
+        self.interactive = interactive
         self.stop_on_nan = stop_on_nan
+        self.restore_on_nan = restore_on_nan
         self.model_name = model_name
         self.sinks = sinks
         self.clock = clock
         self.view: Any = None
         self.history: RunHistory | None = None
-        self.strategy_text: str | None = None  # set by the session when it knows better
+        # Set from outside only where the fit cannot tell (a worker's rank 0 speaks
+        # for all ranks); otherwise read from each fit as it begins.
+        self.strategy_text: str | None = None
         self.replicas: int | None = None
+        self.ran_on: tuple[str, int] | None = None  # what the last fit really ran on
         self.batch_size: int | None = None
         self.resumed_at: int | None = None
         self._reset_run()
@@ -217,10 +273,14 @@ class LiveProgress(keras.callbacks.Callback):
         self._siblings: list[Any] = []
         self._stop: str | None = None  # "user" or "nan" once we asked Keras to stop
         self._nan_at: tuple[int, int] | None = None
+        self._nan_kind = "NaN"
+        self._good: tuple[int | None, list[Any], list[Any]] | None = None  # last finite state
         self._begun = False
         self._ended = False
         self._initial_epoch = 0
         self._epochs_done = 0
+        self._test_began: float | None = None  # clock reading at on_test_begin
+        self._validation_time: float | None = None  # this epoch's validation pass
 
     # --- what the session and the views call -------------------------------------------
 
@@ -231,7 +291,10 @@ class LiveProgress(keras.callbacks.Callback):
         """
         if self._stop is None:
             self._stop = reason
-        model = self.model if self._model_set() else None
+        # Keras's `model` property syncs JAX's training state: from a batch hook that
+        # Keras dispatched to its worker thread (or from a button's thread) that races
+        # the next step ("Buffer has been deleted or donated"). The plain reference does not.
+        model = getattr(self, "_model", None)
         if model is not None:
             model.stop_training = True
 
@@ -249,11 +312,14 @@ class LiveProgress(keras.callbacks.Callback):
         """Ends the run in the failed state (the session calls it on an exception)."""
         if self._ended:
             return
-        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        if isinstance(error, KeyboardInterrupt):
-            self._end("stopped_by_user", f"aborted by a second interrupt{self._where()}")
-            return
-        self._end("failed", reason.splitlines()[0] if reason else "failed")
+        reason = error if isinstance(error, str) else _error_line(error)
+        try:
+            if isinstance(error, KeyboardInterrupt):
+                self._end("stopped_by_user", f"aborted by a second interrupt{self._where()}")
+                return
+            self._end("failed", reason.splitlines()[0] if reason else "failed")
+        finally:
+            self._release()  # Keras skips on_train_end when its loop raises
 
     # --- Keras hooks --------------------------------------------------------------------
 
@@ -271,12 +337,18 @@ class LiveProgress(keras.callbacks.Callback):
         self.history = history_for(self.model)
         if self.display != "none" and self.view is None:
             self.view = _make_view(self)
-        self.model.stop_training = False
+        # model.stop_training is Keras's (it resets it before this hook) and other
+        # callbacks': never touched here, so a stop asked in their on_train_begin holds.
+        self._keep_good_state(None)
+        _fitting.begin(self.model)
 
     def _begin(self, epoch: int) -> None:
         self._begun = True
         if self.strategy_text is None:
-            self.strategy_text, self.replicas = describe_distribution(self.model)
+            ran_on = describe_distribution(self.model)
+        else:
+            ran_on = (self.strategy_text, self.replicas or 1)
+        self.ran_on = ran_on
         resumed = self.resumed_at
         if resumed is None and epoch > self._initial_epoch:
             resumed = epoch  # BackupAndRestore moved the start (model._initial_epoch)
@@ -287,8 +359,8 @@ class LiveProgress(keras.callbacks.Callback):
                 steps=self._steps,
                 batch_size=self.batch_size,
                 model_name=self.model_name or getattr(self.model, "name", ""),
-                strategy=self.strategy_text or "default",
-                replicas=self.replicas or 1,
+                strategy=ran_on[0],
+                replicas=ran_on[1],
                 resumed_at=resumed,
                 time=self.clock(),
             )
@@ -300,6 +372,7 @@ class LiveProgress(keras.callbacks.Callback):
         self._epoch = epoch
         self._batch = -1
         self._next_step = -math.inf
+        self._validation_time = None
         self._emit(ev.EpochBegin(epoch=epoch, time=self.clock()))
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
@@ -311,8 +384,7 @@ class LiveProgress(keras.callbacks.Callback):
         if self.stop_on_nan and logs:
             loss = logs.get("loss")
             if isinstance(loss, float) and not math.isfinite(loss):
-                self._nan_at = (self._epoch, self._step())
-                self.request_stop("nan")
+                self._non_finite(loss)
         if self.clock() >= self._next_step:  # the throttle, inlined: this runs every step
             self._next_step = self.clock() + self.refresh
             self._emit_step()
@@ -320,21 +392,49 @@ class LiveProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._emit_step(final=True)
         values = scalar_logs(logs)
+        loss = values.get("loss")
         if self.stop_on_nan and self._nan_at is None:
-            loss = values.get("loss")
             if loss is not None and not math.isfinite(loss):
-                self._nan_at = (epoch, self._step())
-                self.request_stop("nan")
-        event = ev.EpochEnd(epoch=epoch, logs=values, steps=self._step(), time=self.clock())
+                self._epoch = epoch
+                self._non_finite(loss)
+        if self._nan_at is None and (loss is None or math.isfinite(loss)):
+            self._keep_good_state(epoch)
+        event = ev.EpochEnd(
+            epoch=epoch,
+            logs=values,
+            steps=self._step(),
+            time=self.clock(),
+            validation_time=self._validation_time,
+        )
+        self._validation_time = None
         self._epochs_done += 1
         self._emit(event)
+
+    # Validation is timed with the test begin/end hooks, which fit's internal
+    # evaluate calls once per pass with fit's own callbacks. They are not batch
+    # hooks (no on_test_batch_end here), so timing costs nothing per step and
+    # keeps Keras's async test dispatch. The first pass includes compiling the
+    # test step; ProgressState tells the two apart.
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        # Only inside a fit: a standalone evaluate(callbacks=[live]) is not an epoch's
+        # validation and must leave the next EpochEnd alone.
+        self._test_began = self.clock() if self.running else None
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        began, self._test_began = self._test_began, None
+        if began is not None and self.running:
+            self._validation_time = max(self.clock() - began, 0.0)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if not self._begun:
             self._begin(self._initial_epoch)
         if self._nan_at is not None:
             e, s = self._nan_at
-            self._end("failed", f"loss became NaN at epoch {e + 1}, step {s}")
+            restored = self._restore_good_state()
+            of = f" of {self._steps}" if self._steps else ""
+            self._end(
+                "failed", f"loss became {self._nan_kind} at epoch {e + 1}, step {s}{of}{restored}"
+            )
         elif self._stop == "user":
             self._end("stopped_by_user", f"stopped by user{self._where()}")
         elif self.model.stop_training:
@@ -342,14 +442,53 @@ class LiveProgress(keras.callbacks.Callback):
         else:
             done = self._epochs_done
             self._end("finished", f"finished {done} epoch{'s' if done != 1 else ''}")
+        self._release()
+
+    def _release(self) -> None:
+        """The fit is over: carry out the model operations queued while it ran."""
+        model = getattr(self, "_model", None)
+        if model is not None:
+            _fitting.end(model)
 
     # --- internals ---------------------------------------------------------------------
 
-    def _model_set(self) -> bool:
+    def _non_finite(self, loss: float) -> None:
+        self._nan_at = (self._epoch, self._step())
+        self._nan_kind = "NaN" if math.isnan(loss) else "inf"
+        self.request_stop("nan")
+
+    def _keep_good_state(self, epoch: int | None) -> None:
+        """Copies weights and optimizer state to host memory: the state a NaN rolls back to.
+
+        At the start of the fit and at each finite epoch end only, never per step.
+        Under JAX, Keras has synced the model's variables by then.
+        """
+        if not (self.stop_on_nan and self.restore_on_nan):
+            return
         try:
-            return self.model is not None
-        except AttributeError:
-            return False
+            weights = [np.array(v) for v in self.model.get_weights()]
+            optimizer = getattr(self.model, "optimizer", None)
+            slots = [np.array(v) for v in optimizer.variables] if optimizer is not None else []
+        except Exception:  # an unbuilt model: there is nothing to keep yet
+            return
+        self._good = (epoch, weights, slots)
+
+    def _restore_good_state(self) -> str:
+        """Puts the last finite state back; returns the clause for the final line."""
+        if self._good is None:
+            return ""
+        epoch, weights, slots = self._good
+        try:
+            self.model.set_weights(weights)
+            optimizer = getattr(self.model, "optimizer", None)
+            if optimizer is not None and len(optimizer.variables) == len(slots):
+                for variable, value in zip(optimizer.variables, slots):
+                    variable.assign(value)
+        except Exception as err:
+            return f"; the last finite weights could not be restored ({type(err).__name__})"
+        if epoch is None:
+            return "; weights restored to the start of the fit"
+        return f"; weights restored to the end of epoch {epoch + 1}"
 
     def _step(self) -> int:
         step = self._batch + 1
@@ -361,7 +500,8 @@ class LiveProgress(keras.callbacks.Callback):
     def _where(self) -> str:
         if self._epoch < 0:
             return ""
-        return f" at epoch {self._epoch + 1}, step {self._step()}"
+        of = f" of {self._steps}" if self._steps else ""
+        return f" at epoch {self._epoch + 1}, step {self._step()}{of}"
 
     def _emit_step(self, final: bool = False) -> None:
         if self._batch < 0 and not final:

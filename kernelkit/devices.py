@@ -105,7 +105,8 @@ class TPU:
     @property
     def summary(self) -> str:
         """Type and cores, e.g. "v2-8, 8 cores" (or how it was found, when unknown)."""
-        parts = [self.type, f"{self.cores} cores" if self.cores else None]
+        cores = f"{self.cores} core{'s' if self.cores != 1 else ''}" if self.cores else None
+        parts = [self.type, cores]
         return ", ".join(part for part in parts if part) or self.found_by
 
     def __str__(self) -> str:
@@ -125,6 +126,8 @@ class BackendDevices:
         error: why the list is empty, e.g. the backend is not installed.
         gpu_names: GPU product names as the backend reports them, used when
             nvidia-smi is not available.
+        kinds: each device's kind as the backend reports it (JAX's
+            ``device_kind``, e.g. "TPU v5 lite"), in the order of ``names``.
 
     """
 
@@ -132,6 +135,7 @@ class BackendDevices:
     started: bool = False
     error: str | None = None
     gpu_names: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class DeviceReport:
         parameter_servers: "ps" tasks in TF_CONFIG's cluster.
         notes: one-line remarks, e.g. GPUs the backend cannot see.
         seconds: how long detection took (not part of equality or the text).
+        device_kinds: the kind of each backend device as the backend names it
+            (JAX's ``device_kind``: "TPU v5 lite", "NVIDIA H100 80GB HBM3", "cpu").
 
     """
 
@@ -167,6 +173,7 @@ class DeviceReport:
     parameter_servers: int = 0
     notes: tuple[str, ...] = ()
     seconds: float = field(default=0.0, compare=False)
+    device_kinds: tuple[str, ...] = ()
 
     # -- derived facts -------------------------------------------------------------
 
@@ -174,6 +181,9 @@ class DeviceReport:
         """A short device label for status lines: "TPU v2-8, 8 cores", "2 x NVIDIA H100", "CPU"."""
         if self.tpu is not None:
             return f"TPU {self.tpu.summary}"
+        accelerators = self.accelerators()
+        if accelerators.startswith(tuple("0123456789")) and "TPU" in accelerators:
+            return accelerators
         if self.gpus:
             names = sorted({gpu.name for gpu in self.gpus})
             count = len(self.gpus)
@@ -188,6 +198,18 @@ class DeviceReport:
         """The backend's devices of one kind ("CPU", "GPU" or "TPU")."""
         prefix = kind.upper() + ":"
         return tuple(name for name in self.devices if name.startswith(prefix))
+
+    def accelerators(self) -> str:
+        """The backend's devices by kind, as it names them: "8 x TPU v5 lite", or "" for none.
+
+        CPU devices are left out; this is what ``%kmodel --devices`` shows as the
+        chip kind and count (JAX's ``device_kind``).
+        """
+        counts: dict[str, int] = {}
+        for name, kind in zip(self.devices, self.device_kinds):
+            if not name.startswith("CPU:"):
+                counts[kind] = counts.get(kind, 0) + 1
+        return ", ".join(f"{count} x {kind}" for kind, count in counts.items())
 
     @property
     def backend_gpus(self) -> int:
@@ -218,6 +240,8 @@ class DeviceReport:
             ("CPUs", str(self.cpus)),
             ("devices", ", ".join(self.devices) if self.devices else "none"),
         ]
+        if self.accelerators():
+            rows.insert(-1, ("chips", f"{self.accelerators()} ({backend} sees them)"))
         if self.workers:
             rows.append(("TF_CONFIG", f"{self.workers} worker(s), {self.parameter_servers} ps"))
         rows.append(("auto", _auto_text(self)))
@@ -457,7 +481,8 @@ def _jax_devices() -> BackendDevices:
     devices = jax.devices()
     names = tuple(f"{d.platform.upper()}:{d.id}" for d in devices)
     gpu_names = tuple(str(d.device_kind) for d in devices if d.platform == "gpu")
-    return BackendDevices(names=names, started=True, gpu_names=gpu_names)
+    kinds = tuple(str(d.device_kind) for d in devices)
+    return BackendDevices(names=names, started=True, gpu_names=gpu_names, kinds=kinds)
 
 
 def _torch_devices() -> BackendDevices:
@@ -485,6 +510,8 @@ class FakeProbe:
         devices: the backend's logical devices; None derives "CPU:0" plus one
             "GPU:i" per GPU.
         started: whether the backend's device list is final.
+        device_kind: the kind the backend names its non-CPU devices, e.g.
+            "TPU v5 lite" (JAX's ``device_kind``); CPU devices are "cpu".
 
     Example:
         >>> from kernelkit.devices import FakeProbe, detect
@@ -508,6 +535,7 @@ class FakeProbe:
         tpu_version: str | None = None,
         devices: Sequence[str] | None = None,
         started: bool = False,
+        device_kind: str | None = None,
     ) -> None:
         self._environ = environ
         self._modules = modules
@@ -520,7 +548,16 @@ class FakeProbe:
         self._tpu = (tpu_chips, tpu_version)
         if devices is None:
             devices = ("CPU:0", *(f"GPU:{i}" for i in range(len(self._gpus))))
-        self._devices = BackendDevices(names=tuple(devices), started=started)
+        # Only JAX names a kind per device (TensorFlow's list has none).
+        kinds = (
+            tuple(
+                "cpu" if name.startswith("CPU:") else (device_kind or name.split(":")[0])
+                for name in devices
+            )
+            if backend == "jax" or device_kind is not None
+            else ()
+        )
+        self._devices = BackendDevices(names=tuple(devices), started=started, kinds=kinds)
 
     def environ(self) -> Mapping[str, str]:
         """The given environment, or the live one."""
@@ -668,6 +705,7 @@ def detect(probe: Probe | None = None) -> DeviceReport:
         cpus=probe.cpu_count(),
         devices=found.names,
         devices_started=found.started,
+        device_kinds=found.kinds,
         workers=workers,
         parameter_servers=parameter_servers,
     )
@@ -682,7 +720,7 @@ def _notes(report: DeviceReport, found: BackendDevices) -> Iterable[str]:
     if report.gpus and report.backend_gpus < len(report.gpus) and not found.error:
         hint = {
             "tensorflow": "install a CUDA build: pip install 'tensorflow[and-cuda]'",
-            "jax": "install a CUDA build: pip install 'jax[cuda12]'",
+            "jax": "install a CUDA build: pip install 'jax[cuda13]'",
         }.get(report.backend, "check that the backend is built with CUDA")
         yield (
             f"{len(report.gpus)} GPU(s) on this machine but {backend} sees "

@@ -73,12 +73,24 @@ class Step:
 
 @dataclass(frozen=True)
 class EpochEnd:
-    """An epoch finished, with its final logs (validation values included)."""
+    """An epoch finished, with its final logs (validation values included).
+
+    Attributes:
+        epoch: 0-based epoch index.
+        logs: the epoch's scalar logs, ``val_*`` entries included.
+        steps: training steps run in this epoch.
+        time: clock reading (after validation: Keras validates before it
+            calls ``on_epoch_end``).
+        validation_time: seconds this epoch's validation pass took, or None
+            when the epoch was not validated (or the sender predates the
+            field). The first pass includes compiling the test step.
+    """
 
     epoch: int
     logs: Mapping[str, float] = field(default_factory=dict)
     steps: int | None = None
     time: float = 0.0
+    validation_time: float | None = None
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ from typing import Any, Literal, Union
 
 import keras
 
+from ._fitting import queued_during_fit
 from .intents import SetTrainable
 
 #: What names a layer: a name, an index into ``model.layers``, a glob
@@ -567,6 +568,14 @@ def _slot_list(value: Any, references: list[Any]) -> bool:
     )
 
 
+def _optimizer_list(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(o, keras.optimizers.Optimizer) for o in value)
+    )
+
+
 def _copy_optimizer_state(old: Any, new: Any) -> tuple[int, int]:
     """Copies state from ``old`` to ``new`` (built); returns (kept, fresh) variable counts.
 
@@ -599,9 +608,16 @@ def _copy_optimizer_state(old: Any, new: Any) -> tuple[int, int]:
             new_value, keras.optimizers.Optimizer
         ):
             _copy_optimizer_state(old_value, new_value)  # LossScaleOptimizer's inner one
+        elif _optimizer_list(old_value) and _optimizer_list(new_value):
+            # MultiOptimizer (kernelkit.layer_lrs): one inner optimizer per layer group, in
+            # the order of its config, each with slots for its own variables.
+            if len(old_value) == len(new_value):
+                for old_inner, new_inner in zip(old_value, new_value, strict=True):
+                    _copy_optimizer_state(old_inner, new_inner)
     return len(pairs), len(new_vars) - len(pairs)
 
 
+@queued_during_fit
 def recompile(model: Any, *, optimizer_state: Literal["keep", "reset"] = "keep") -> RecompileInfo:
     """Compiles ``model`` again with its own compile configuration.
 
@@ -672,6 +688,7 @@ def _recompile(model: Any, optimizer_state: str = "keep", claim: str = "all") ->
 # --------------------------------------------------------------------------
 
 
+@queued_during_fit
 def set_trainable(
     model: Any,
     layers: LayerSpec | Iterable[LayerSpec] | None,
@@ -777,6 +794,7 @@ def _change(
     return report
 
 
+@queued_during_fit
 def freeze(
     model: Any,
     layers: LayerSpec | Iterable[LayerSpec] | None = None,
@@ -824,6 +842,7 @@ def freeze(
     return _change(model, layers, False, up_to, recompile, "freeze")
 
 
+@queued_during_fit
 def unfreeze(
     model: Any,
     layers: LayerSpec | Iterable[LayerSpec] | None = None,

@@ -29,6 +29,22 @@ class SetTrainable:
 
 
 @dataclass(frozen=True)
+class FreezeTo:
+    """Freeze every layer up to and including ``up_to``; leave the rest trainable.
+
+    The Layers tab's "freeze up to here", applied with ``kernelkit.freeze_to``.
+
+    Attributes:
+        up_to: a layer path ("base/block_16_project_BN"); a nested model's
+            path means all of its layers.
+        bn: the BatchNormalization policy: "frozen", "train" or "inference".
+    """
+
+    up_to: str
+    bn: Literal["frozen", "train", "inference"] = "frozen"
+
+
+@dataclass(frozen=True)
 class ResetStates:
     """Reset stateful RNN layers (``layers=None``: all of them)."""
 
@@ -49,7 +65,7 @@ class StopTraining:
     reason: str = "user"
 
 
-Intent = Union[SetTrainable, ResetStates, SetAutoReset, StopTraining]
+Intent = Union[SetTrainable, FreezeTo, ResetStates, SetAutoReset, StopTraining]
 
 #: What views receive to send intents; returns True if applied now, False if queued.
 Submit = Callable[[Intent], bool]

@@ -15,8 +15,6 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu")
-
 
 @magics_class
 class KernelkitMagics(Magics):
@@ -55,6 +53,12 @@ class KernelkitMagics(Magics):
         action="store_true",
         help="Write TensorBoard logs to runs/NAME/<timestamp> (no server starts).",
     )
+    @argument(
+        "--lr-find",
+        action="store_true",
+        help="Run kernelkit.lr_find on the cell's fit arguments instead of training: it "
+        "sweeps the learning rate, suggests one and leaves the model as it was.",
+    )
     @line_cell_magic
     def kmodel(self, line: str, cell: str | None = None) -> Any:
         """Build, compile and train a Keras model with live progress.
@@ -70,13 +74,38 @@ class KernelkitMagics(Magics):
         ``%kmodel NAME`` shows the card again, ``%kmodel --devices`` shows
         the devices report.
         """
-        args = parse_argstring(self.kmodel, line)
+        try:
+            args = parse_argstring(self.kmodel, line)
+        except UsageError as err:
+            # argparse says what is wrong ("unrecognized arguments: --bogus"); add the fix.
+            raise UsageError(f"%kmodel: {err}; see %kmodel? for every option and its values") from None
         if cell is None:
             return self._line(args)
         return self._cell(args, cell)
 
     def _line(self, args: Any) -> Any:
         from . import session
+
+        given = [
+            option
+            for option, value in (
+                ("--strategy", args.strategy != "auto"),
+                ("--seed", args.seed is not None),
+                ("--deterministic", args.deterministic),
+                ("--no-card", args.no_card),
+                ("--workers", args.workers is not None),
+                ("--resume", args.resume is not None),
+                ("--checkpoint", args.checkpoint is not None),
+                ("--tensorboard", args.tensorboard),
+            )
+            if value
+        ]
+        if given:
+            raise UsageError(
+                f"{given[0]} is a %%kmodel cell option, which the line magic does not use: "
+                f"put it on a %%kmodel {args.name or 'NAME'} cell (the line magic takes NAME "
+                "or --devices)"
+            )
 
         if args.devices:
             from .devices import devices
@@ -111,6 +140,7 @@ class KernelkitMagics(Magics):
                 resume=_unquote(args.resume),
                 checkpoint=_unquote(args.checkpoint),
                 tensorboard=args.tensorboard,
+                lr_find=args.lr_find,
             )
         except (ValueError, TypeError, KeyError, OSError) as err:
             message = err.args[0] if err.args else str(err)

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from . import intents
+from ._fitting import queued_during_fit
 
 #: The auto-reset policies: never, at the start of each epoch, once per fit.
 EVERY = ("never", "epoch", "fit")
@@ -202,6 +203,7 @@ def _resolve(model: Any, found: dict[str, Any], names: str | Sequence[str]) -> l
     return chosen
 
 
+@queued_during_fit
 def reset_states(model: Any, layers: str | Sequence[str] | None = None) -> list[str]:
     """Resets the state of stateful recurrent layers to zeros.
 

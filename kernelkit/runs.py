@@ -1,6 +1,6 @@
 """Runs that survive a crash, best-weights checkpoints and TensorBoard logs.
 
-Everything here is a thin layer over Keras's own callbacks:
+Almost everything here is a thin layer over Keras's own callbacks:
 
 * :func:`resume_callbacks` pairs ``keras.callbacks.BackupAndRestore`` with a
   small callback that keeps the epoch history as JSON beside the backup, so
@@ -8,8 +8,12 @@ Everything here is a thin layer over Keras's own callbacks:
   right epoch, and the progress view can draw the earlier epochs too.
   :func:`resumed_state` reads that state *before* ``fit`` starts.
 * :func:`checkpoint_callback` is ``ModelCheckpoint(save_best_only=True)``.
-* :func:`tensorboard_callback` is ``keras.callbacks.TensorBoard`` writing to
-  ``runs/NAME/<timestamp>``; no server is started.
+* :func:`tensorboard_callback` writes TensorBoard logs to
+  ``runs/NAME/<timestamp>``: with ``keras.callbacks.TensorBoard`` on the
+  TensorFlow backend, and with :class:`ScalarTensorBoard` (the same scalar
+  charts, written with the ``tensorboard`` package alone) on JAX and torch,
+  where TensorFlow need not be installed. :func:`check_tensorboard` says up
+  front, in one line, when logs cannot be written. No server is started.
 
 A resume directory looks like this (kernelkit owns both entries, nothing else
 in the directory is touched)::
@@ -22,11 +26,16 @@ in the directory is touched)::
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import json
+import math
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +49,8 @@ __all__ = [
     "ResumeBackup",
     "ResumeHistory",
     "ResumeState",
+    "ScalarTensorBoard",
+    "check_tensorboard",
     "checkpoint_callback",
     "clear_resume",
     "resume_callbacks",
@@ -463,15 +474,300 @@ def checkpoint_callback(
 # --------------------------------------------------------------------------
 # TensorBoard
 
+# How often a batch-mode event file is flushed at most (epochs always flush),
+# so TensorBoard shows a long epoch's steps while it runs.
+_FLUSH_SECS = 5.0
+_EVENT_FILE_IDS = itertools.count()
+
+
+class ScalarTensorBoard(keras.callbacks.Callback):
+    """Writes the logs' scalars for TensorBoard, with no TensorFlow at all.
+
+    It lays out its events as ``keras.callbacks.TensorBoard`` does, so the
+    charts look the same: ``log_dir/train`` holds ``epoch_loss``,
+    ``epoch_<metric>`` and ``epoch_learning_rate``; ``log_dir/validation``
+    holds the ``val_`` values under the same tags (``epoch_loss``, ...); the
+    step is the epoch. With ``update_freq`` set to ``"batch"`` or N, it also
+    writes ``batch_<metric>`` into ``train/`` every N steps, the step counting
+    every training step so far. Non-scalar and non-finite values are skipped.
+
+    The events are written with the ``tensorboard`` package's own record
+    format and protos (as PyTorch's ``SummaryWriter`` does), not through
+    TensorFlow, so it works on a JAX or torch runtime without TensorFlow.
+    Only scalars are written: no graph, histograms or profile.
+
+    The same callback can be passed to several fits: each writer appends to
+    its event file, and a fit whose epochs start over (a second plain ``fit``)
+    continues after the last epoch written, as the progress view does.
+
+    Args:
+        log_dir: the run's folder; ``train/`` and ``validation/`` go in it.
+        update_freq: ``"epoch"``, ``"batch"`` or every N training steps, as in
+            Keras.
+
+    Raises:
+        ValueError: ``update_freq`` is neither ``"epoch"``, ``"batch"`` nor a
+            positive int, or the ``tensorboard`` package is missing (see
+            :func:`check_tensorboard`).
+
+    Example:
+        >>> tb = kernelkit.runs.ScalarTensorBoard("runs/mnist/try-1")
+        >>> model.fit(x, y, validation_split=0.2, epochs=3, callbacks=[tb])
+
+    """
+
+    # Keras may run the batch hook on a worker thread on thread-safe backends
+    # (JAX, torch). It only works out a step and appends to a file under a
+    # lock, so training can stay asynchronous.
+    async_safe = True
+
+    def __init__(self, log_dir: PathLike, update_freq: str | int = "epoch") -> None:
+        super().__init__()
+        if update_freq == "batch":
+            update_freq = 1  # as Keras's TensorBoard
+        if update_freq != "epoch" and not (
+            isinstance(update_freq, int) and not isinstance(update_freq, bool) and update_freq > 0
+        ):
+            raise ValueError(
+                f"update_freq must be 'epoch', 'batch' or a positive int, not {update_freq!r}."
+            )
+        check_tensorboard()  # one clear line now, not an ImportError after an epoch
+        self.log_dir = os.fspath(log_dir)
+        self.update_freq = update_freq
+        self._writers: dict[str, _EventFile] = {}
+        self._paths: dict[str, str] = {}  # each writer's file, appended to on reopening
+        self._lock = threading.Lock()
+        self._steps_before = 0  # training steps of the finished epochs, all fits together
+        self._epoch_steps = 0  # training steps seen in the current epoch
+        self._next_epoch = 0  # the step after the last epoch written
+        self._epoch_offset = 0
+        self._fit_started = False
+        self._steps_per_call = 1
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Note a new fit; its first epoch tells whether the epochs start over."""
+        self._fit_started = True
+        # Read here, on the training thread: on JAX, ``self.model`` syncs the
+        # training state into the model, and doing that from Keras's worker
+        # thread in the batch hook races with the next step's donated buffers
+        # ("Buffer has been deleted or donated").
+        self._steps_per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Count this epoch's steps from zero."""
+        if self._fit_started:
+            # A fit with initial_epoch continues as it is; one that starts over at
+            # epoch 0 is shifted after the last epoch written.
+            self._epoch_offset = max(0, self._next_epoch - epoch)
+            self._fit_started = False
+        self._epoch_steps = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Write ``batch_<metric>`` when the steps just done reach a multiple of N."""
+        if self.update_freq == "epoch":
+            return
+        every = int(self.update_freq)
+        # Under steps_per_execution=k the hook fires once for k steps, with the
+        # index of the chunk's last step (past the epoch's end for a short last
+        # chunk): write when the chunk's steps pass a multiple of N. Nothing here
+        # depends on another call, so the order Keras's worker threads run the
+        # calls in does not matter.
+        done = batch + 1  # this epoch's steps, up to the chunk's end
+        steps = (self.params or {}).get("steps")
+        if isinstance(steps, int) and steps > 0:
+            done = min(done, steps)
+        step = self._steps_before + done
+        first = self._steps_before + max(0, batch + 1 - self._steps_per_call)
+        with self._lock:
+            self._epoch_steps = max(self._epoch_steps, done)
+            if step // every > first // every:
+                self._write("train", step, {f"batch_{k}": v for k, v in (logs or {}).items()})
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Write the epoch's training and validation scalars, then flush."""
+        # Keras has waited for every batch hook of this epoch by now.
+        step = epoch + self._epoch_offset
+        self._next_epoch = step + 1
+        self._steps_before += self._epoch_steps
+        self._epoch_steps = 0
+        logs = logs or {}
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        train.update(_learning_rates(self.model))
+        validation = {k[len("val_") :]: v for k, v in logs.items() if k.startswith("val_")}
+        with self._lock:
+            self._write("train", step, {f"epoch_{k}": v for k, v in train.items()})
+            self._write("validation", step, {f"epoch_{k}": v for k, v in validation.items()})
+            for writer in self._writers.values():
+                writer.flush()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Flush and close the event files; a later fit reopens them."""
+        with self._lock:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers = {}
+
+    def _write(self, part: str, step: int, values: dict[str, Any]) -> None:
+        scalars = {}
+        for tag, value in values.items():
+            number = _scalar(value)
+            if number is not None:
+                scalars[tag] = number
+        if not scalars:
+            return  # no empty event file: without validation data there is no validation/
+        writer = self._writers.get(part)
+        if writer is None:
+            writer = _EventFile(os.path.join(self.log_dir, part), self._paths.get(part))
+            self._writers[part] = writer
+            self._paths[part] = writer.path
+        writer.add_scalars(step, scalars)
+
+
+class _EventFile:
+    """One TensorBoard event file, written with the tensorboard package alone.
+
+    The package's ``EventFileWriter`` is not used: it makes its folder and file
+    through ``tensorboard.compat.tf``, which imports TensorFlow whenever it is
+    installed, even on the JAX backend (seconds, and TensorFlow's CUDA
+    libraries beside JAX's). Its ``RecordWriter`` and protos need nothing else.
+    """
+
+    def __init__(self, directory: str, path: str | None = None) -> None:
+        event_pb2, summary_pb2, record_writer = _tensorboard_writer()
+        self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+        os.makedirs(directory, exist_ok=True)
+        # TensorBoard's own naming, so its loader finds and orders the files.
+        self.path = path or os.path.join(
+            directory,
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+            f".{os.getpid()}.{next(_EVENT_FILE_IDS)}",
+        )
+        # Append: reopening for a later fit continues the file. close() closes it.
+        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._records = record_writer(self._file)
+        self._flushed = time.monotonic()
+        if self._file.tell() == 0:
+            # file_version 2 tells TensorBoard not to drop steps that arrive out
+            # of order (they can, from Keras's worker threads).
+            self._add(event_pb2.Event(file_version="brain.Event:2"))
+            self.flush()
+
+    def add_scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """Append one event holding ``{tag: value}`` at ``step``."""
+        value = self._summary_pb2.Summary.Value
+        summary = self._summary_pb2.Summary(
+            value=[value(tag=tag, simple_value=number) for tag, number in scalars.items()]
+        )
+        self._add(self._event_pb2.Event(step=step, summary=summary))
+        if time.monotonic() - self._flushed > _FLUSH_SECS:
+            self.flush()
+
+    def _add(self, event: Any) -> None:
+        event.wall_time = time.time()
+        self._records.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        """Write what is buffered to disk."""
+        self._records.flush()
+        self._flushed = time.monotonic()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._records.close()
+
+
+def _tensorboard_writer() -> tuple[Any, Any, Any]:
+    """Import what event files need: ``(event_pb2, summary_pb2, RecordWriter)``.
+
+    None of it imports TensorFlow (``tensorboard.compat.tf`` is never touched).
+    """
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    return event_pb2, summary_pb2, RecordWriter
+
+
+def _scalar(value: Any) -> float | None:
+    """A log value as a finite float, or None for anything TensorBoard cannot chart."""
+    # Older numpy lets float() take a one-element array, and float("1") parses.
+    if getattr(value, "ndim", 0) != 0 or isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _learning_rates(model: Any) -> dict[str, float]:
+    """The optimizer's learning rate(s), named as Keras's TensorBoard names them."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    if optimizer is None:
+        return {}
+    if hasattr(optimizer, "optimizers"):
+        pairs = [(f"learning_rate_{o.name}", o) for o in optimizer.optimizers]
+    else:
+        pairs = [("learning_rate", optimizer)]
+    rates: dict[str, float] = {}
+    for key, opt in pairs:
+        try:
+            rates[key] = float(keras.ops.convert_to_numpy(opt.learning_rate))
+        except (AttributeError, TypeError, ValueError):
+            continue  # an optimizer without one: nothing to chart
+    return rates
+
+
+def check_tensorboard() -> None:
+    """Check that TensorBoard logs can be written in this kernel.
+
+    ``%%kmodel NAME --tensorboard`` calls it before the cell runs, so a
+    missing package is one clear line instead of a traceback from inside
+    ``fit``. It imports no TensorFlow: on the JAX and torch backends none is
+    needed (see :func:`tensorboard_callback`).
+
+    Returns:
+        None when :func:`tensorboard_callback` will work.
+
+    Raises:
+        ValueError: one line naming the problem and the fix, e.g. the
+            ``tensorboard`` package is not installed, or fails to load.
+
+    Example:
+        >>> kernelkit.runs.check_tensorboard()  # None: TensorBoard logs will work
+
+    """
+    tensorflow = keras.backend.backend() == "tensorflow"
+    try:
+        found = importlib.util.find_spec("tensorboard") is not None
+    except (ImportError, ValueError):  # a broken entry in sys.modules
+        found = False
+    if not found:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install tensorboard (or pip install 'kernelkit[tensorboard]')"
+            + ("" if tensorflow else "; TensorFlow itself is not needed")
+        )
+    try:
+        _tensorboard_writer()
+    except Exception as e:  # e.g. a protobuf too old or too new for its protos
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"--tensorboard cannot load the tensorboard package ({type(e).__name__}: "
+            f"{reason}): pip install --upgrade tensorboard protobuf"
+        ) from None
+
 
 def tensorboard_callback(
     name: str, root: PathLike = "runs", *, update_freq: str | int = "epoch"
-) -> tuple[keras.callbacks.TensorBoard, str]:
-    """Return Keras's TensorBoard callback logging to ``root/name/<timestamp>``.
+) -> tuple[keras.callbacks.Callback, str]:
+    """Return a TensorBoard callback logging to ``root/name/<timestamp>``.
 
-    Each call gets a new timestamped folder, so runs of the same name sit side
-    by side in TensorBoard. No TensorBoard server is started; see
-    :func:`tensorboard_hint`.
+    On the TensorFlow backend it is Keras's ``keras.callbacks.TensorBoard``;
+    on every other backend it is :class:`ScalarTensorBoard`, which writes the
+    same scalar charts without TensorFlow. Each call gets a new timestamped
+    folder, so runs of the same name sit side by side in TensorBoard. No
+    TensorBoard server is started; see :func:`tensorboard_hint`.
 
     Args:
         name: the run's name: one folder name (letters, digits, ``-_.``).
@@ -482,7 +778,8 @@ def tensorboard_callback(
         ``(callback, logdir)``.
 
     Raises:
-        ValueError: a bad name, or a root that cannot be written.
+        ValueError: a bad name, a root that cannot be written, or no usable
+            ``tensorboard`` package (see :func:`check_tensorboard`).
 
     Example:
         >>> tb, logdir = kernelkit.runs.tensorboard_callback("mnist")
@@ -494,6 +791,7 @@ def tensorboard_callback(
         raise ValueError(
             f"Run name {name!r} must be one folder name (letters, digits, '-', '_', '.')."
         )
+    check_tensorboard()  # before any folder is made; tf.summary needs tensorboard too
     base = _writable_dir(os.path.join(os.fspath(root), name), "TensorBoard folder")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = os.path.join(base, stamp)
@@ -505,7 +803,13 @@ def tensorboard_callback(
         except FileExistsError:
             suffix += 1
             logdir = os.path.join(base, f"{stamp}-{suffix}")
-    return keras.callbacks.TensorBoard(log_dir=logdir, update_freq=update_freq), logdir
+    if keras.backend.backend() == "tensorflow":
+        # TensorFlow is loaded anyway, and Keras's callback also writes the
+        # graph and can profile.
+        return keras.callbacks.TensorBoard(log_dir=logdir, update_freq=update_freq), logdir
+    # Keras's callback imports tensorflow.summary on every backend, so a JAX or
+    # torch runtime without TensorFlow (a Colab or Kaggle TPU) would fail in fit.
+    return ScalarTensorBoard(logdir, update_freq=update_freq), logdir
 
 
 def tensorboard_hint(logdir: PathLike) -> str:

@@ -9,6 +9,8 @@ queued until the fit ends otherwise (stop requests act at once).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import keyword
 import signal
 import sys
@@ -26,6 +28,30 @@ from .history import RunHistory
 
 class KernelkitError(ValueError):
     """Misuse of kernelkit: one line naming the problem and the fix."""
+
+
+class FitRefused(KernelkitError):
+    """A fit kernelkit refused before Keras started it: nothing changed."""
+
+
+def _refusal(message: str) -> Exception:
+    """A refusal as the notebook user should see it: IPython's one-line UsageError in a shell.
+
+    For the calls that stand in for Keras's own (``Model.fit`` in a cell,
+    ``NAME.fit``/``evaluate``/``predict``): IPython prints exactly
+    ``UsageError`` (not a subclass) as one line. Outside IPython it is a
+    :class:`FitRefused`; an explicit ``kernelkit.fit`` always raises that.
+    """
+    shell = None
+    with contextlib.suppress(ImportError):
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None:
+        return FitRefused(message)
+    from IPython.core.error import UsageError
+
+    return UsageError(message)
 
 
 @dataclass
@@ -87,6 +113,10 @@ def apply_intent(entry: Entry, intent: intents.Intent) -> None:
         from . import freezing
 
         freezing.apply_intent(entry.model, intent)
+    elif isinstance(intent, intents.FreezeTo):
+        from . import finetune
+
+        finetune.apply_intent(entry.model, intent)
     elif isinstance(intent, intents.ResetStates):
         from . import rnn_state
 
@@ -213,20 +243,66 @@ def _patch(entry: Entry) -> None:
     """Wraps this one model's ``fit`` (and refreshes its card after other calls)."""
     model = entry.model
 
-    def fit(*args: Any, **kwargs: Any) -> Any:
-        return globals()["fit"](model, *args, **kwargs)
+    own = type(model).fit
 
-    fit.__doc__ = "kernelkit.fit for this registered model (live progress, graceful stop)."
+    @functools.wraps(own)
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        return _routed_fit(model, args, kwargs, keras_fit=None)
+
+    # Reads as the bound method it stands in for: inspect.signature(clf.fit) has no self.
+    fit.__signature__ = inspect.signature(own.__get__(model))  # type: ignore[attr-defined]
     fit.__kernelkit__ = True  # type: ignore[attr-defined]
     object.__setattr__(model, "fit", fit)
     for name in _REFRESHING:
         object.__setattr__(model, name, _refreshing(entry, getattr(type(model), name)))
 
 
+def _routed_fit(
+    model: Any, args: tuple, kwargs: dict[str, Any], keras_fit: Callable[..., Any] | None
+) -> Any:
+    """A ``Model.fit`` call that kernelkit stands in for: Keras's arguments only, one-line refusals."""
+    cell = _FIT_DEFAULTS[-1] if _FIT_DEFAULTS else None
+    if cell is not None and cell.get("lr_find"):
+        # %%kmodel NAME --lr-find: the cell's fits run the finder on their own arguments
+        # and leave the model as it was.
+        from .lr_find import LRFindError, lr_find_fit_call
+
+        try:
+            return lr_find_fit_call(model, args, kwargs, cell["name"])
+        except LRFindError as err:
+            raise _refusal(str(err)) from None
+    own = [name for name in _OWN_OPTIONS if name in kwargs]
+    if own:
+        name = own[0]
+        value = kwargs[name]
+        raise _refusal(
+            f"{name}= is not a Model.fit argument (Keras 3 has none such): for kernelkit's "
+            f"{name}, use the %%kmodel option --{name}"
+            + ("" if isinstance(value, bool) else f" {value}")
+            + f" or kernelkit.fit(model, ..., {name}={value!r})"
+        )
+    try:
+        return _fit(
+            model,
+            args,
+            kwargs,
+            workers=None,
+            resume=None,
+            checkpoint=None,
+            tensorboard=False,
+            keras_fit=keras_fit,
+        )
+    except FitRefused as err:
+        raise _refusal(str(err)) from None
+
+
 def _refreshing(entry: Entry, method: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
+        if method.__name__ in ("evaluate", "predict") and not entry.training:
+            _check_call_batches(entry, method.__name__, args, kwargs)
         try:
-            return method(entry.model, *args, **kwargs)
+            with in_distribution(entry.strategy):
+                return method(entry.model, *args, **kwargs)
         finally:
             if not entry.training:
                 entry.changed()
@@ -234,6 +310,50 @@ def _refreshing(entry: Entry, method: Callable[..., Any]) -> Callable[..., Any]:
     call.__doc__ = method.__doc__
     call.__kernelkit__ = True  # type: ignore[attr-defined]
     return call
+
+
+def _check_call_batches(entry: Entry, name: str, args: tuple, kwargs: dict[str, Any]) -> None:
+    """evaluate/predict of arrays over a distribution: refused in one line where Keras would fail."""
+    if entry.strategy is None:
+        return
+    from .strategy import check_batches
+
+    x = args[0] if args else kwargs.get("x")
+    position = 2 if name == "evaluate" else 1  # evaluate(x, y, batch_size), predict(x, batch_size)
+    batch = args[position] if len(args) > position else kwargs.get("batch_size")
+    try:
+        check_batches(
+            entry.strategy,
+            x,
+            batch_size=batch,
+            purpose="evaluation" if name == "evaluate" else "prediction",
+            steps=kwargs.get("steps"),
+        )
+    except ValueError as err:
+        raise _refusal(f"{entry.name}.{name}: {err}") from None
+
+
+@contextlib.contextmanager
+def in_distribution(strategy: Any) -> Iterator[None]:
+    """Puts a JAX model's distribution back in force for one call.
+
+    Keras's JAX trainer reads the *global* ``keras.distribution.distribution()``
+    when ``fit``/``evaluate``/``predict`` run, not the one the model was built
+    under, so a model made in a ``%%kmodel`` cell would train undistributed in a
+    later cell. TensorFlow needs nothing: its models keep their strategy.
+    """
+    import keras
+
+    if (
+        strategy is None
+        or keras.backend.backend() != "jax"
+        or not type(strategy).__module__.startswith("keras")
+        or keras.distribution.distribution() is strategy
+    ):
+        yield
+        return
+    with strategy.scope():
+        yield
 
 
 def _unpatch(model: Any) -> None:
@@ -347,11 +467,18 @@ def _has_live(callbacks: list[Any]) -> LiveProgress | None:
     return None
 
 
+#: Keras's own ``Model.fit``, taken before any cell routes it, and its parameters.
+_KERAS_FIT = keras.Model.fit
+_FIT_SIGNATURE = inspect.signature(_KERAS_FIT)
+#: kernelkit.fit's own options, which Keras's ``Model.fit`` does not take.
+_OWN_OPTIONS = ("workers", "resume", "checkpoint", "tensorboard")
+
+
 def fit(
     model: Any,
     x: Any = None,
     y: Any = None,
-    *,
+    *args: Any,
     workers: int | None = None,
     resume: str | None = None,
     checkpoint: str | None = None,
@@ -360,16 +487,20 @@ def fit(
 ) -> Any:
     """``model.fit`` with live progress and a graceful interrupt.
 
-    Accepts every ``Model.fit`` argument and returns Keras's ``History``. A
-    ``LiveProgress`` is added unless ``callbacks`` already holds one;
-    ``verbose`` defaults to 0 (the view replaces Keras's progress bar). The
-    first kernel interrupt stops at the end of the current step with every
-    callback's ``on_train_end`` run; a second aborts at once.
+    Accepts every ``Model.fit`` argument, positional ones too, bound with
+    Keras's own signature, and returns Keras's ``History``. A ``LiveProgress``
+    is added unless ``callbacks`` already holds one; ``verbose`` defaults to 0
+    (the view replaces Keras's progress bar), and an explicit ``verbose=0``
+    keeps the text line quiet outside notebooks. The first kernel interrupt
+    stops at the end of the current step with every callback's
+    ``on_train_end`` run; a second aborts at once.
 
     Args:
         model: a compiled ``keras.Model``.
         x: as in ``Model.fit``.
         y: as in ``Model.fit``.
+        *args: ``Model.fit``'s further positional arguments (batch_size,
+            epochs, verbose, callbacks...).
         workers: train data-parallel in this many worker processes
             (Keras's JAX distribution); see ``kernelkit.workers``.
         resume: a directory for ``BackupAndRestore``: re-running continues
@@ -382,9 +513,50 @@ def fit(
     Returns:
         The ``keras.callbacks.History`` of this fit.
 
+    Raises:
+        FitRefused: the fit cannot work (uneven batches over the devices, a
+            stateful model under JAX...): nothing ran and nothing changed.
+        TypeError: an argument ``Model.fit`` does not take, as Keras says it.
+
     Example:
         >>> history = kernelkit.fit(model, x, y, epochs=3, validation_split=0.1)  # doctest: +SKIP
     """
+    options = {"workers": workers, "resume": resume, "checkpoint": checkpoint}
+    return _fit(model, (x, y, *args), kwargs, tensorboard=tensorboard, keras_fit=None, **options)
+
+
+def _bind(model: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``Model.fit``'s arguments by name, as Keras binds them (its TypeError if they do not)."""
+    bound = _FIT_SIGNATURE.bind(model, *args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop(next(iter(_FIT_SIGNATURE.parameters)))  # self
+    return arguments
+
+
+def _callback_list(given: Any) -> tuple[list[Any], Any]:
+    """Every form of ``callbacks=`` Keras takes -> (a list to extend, the CallbackList or None)."""
+    if given is None:
+        return [], None
+    if isinstance(given, keras.callbacks.CallbackList):
+        return list(given.callbacks), given
+    if isinstance(given, keras.callbacks.Callback):
+        return [given], None
+    return list(given), None
+
+
+def _fit(
+    model: Any,
+    args: tuple,
+    kwargs: dict[str, Any],
+    *,
+    workers: int | None,
+    resume: str | None,
+    checkpoint: str | None,
+    tensorboard: bool | str,
+    keras_fit: Callable[..., Any] | None,
+) -> Any:
+    """kernelkit.fit's body; ``keras_fit`` is Keras's own fit when a subclass's override
+    called ``super().fit`` (so the override runs once), else None: ``type(model).fit``."""
     _check_model(model)
     entry = entry_for(model)
     # Options from the %%kmodel line: the cell's fits and the model's later fits inherit them.
@@ -392,37 +564,69 @@ def fit(
     if _FIT_DEFAULTS:
         inherited.update(_FIT_DEFAULTS[-1]["options"])
     workers = workers if workers is not None else inherited.get("workers")
+    worker_options = {}
+    if workers is not None:  # fit_on_workers' own options (timeout, hosts...) are not Keras's
+        worker_options = {k: kwargs.pop(k) for k in _worker_options() if k in kwargs}
+    kwargs = _bind(model, args, kwargs)
     resume = resume or inherited.get("resume")
     checkpoint = checkpoint or inherited.get("checkpoint")
     tensorboard = tensorboard or inherited.get("tensorboard", False)
-    callbacks = list(kwargs.pop("callbacks", None) or [])
+    callbacks, given_list = _callback_list(kwargs.pop("callbacks", None))
+    quiet = kwargs.get("verbose", "auto") == 0
     kwargs.setdefault("verbose", 0)
+    x, y = kwargs.pop("x", None), kwargs.pop("y", None)
     live = _has_live(callbacks)
+    added = []
     if live is None:
-        live = LiveProgress()
-        callbacks.append(live)
+        live = LiveProgress(display="none" if quiet and not _in_notebook() else "auto")
+        added.append(live)
     cell = _FIT_DEFAULTS[-1] if _FIT_DEFAULTS else None
     name = entry.name if entry is not None else getattr(model, "name", "model")
     if entry is None and cell is not None and cell["ns"].get(cell["name"]) is model:
         name = cell["name"]  # the cell's NAME is bound already: show it
     live.model_name = live.model_name or name
 
-    notes = _before_fit(model, entry, x, kwargs)
-    for note in notes:
-        print(note)
+    planned = entry.strategy if entry is not None else (cell["strategy"] if cell else None)
+    if workers is None:
+        try:
+            notes = _before_fit(model, entry, planned, x, kwargs)
+        except (KernelkitError, ValueError) as err:
+            # Nothing ran yet: one line, and the model is as it was.
+            raise FitRefused(str(err).splitlines()[0]) from None
+        for note in notes:
+            print(note)
 
     extra = _run_callbacks(model, name, resume, checkpoint, tensorboard, live)
-    callbacks[:0] = extra  # BackupAndRestore first: it moves the initial epoch
+    before = extra  # BackupAndRestore first: it moves the initial epoch
     if entry is not None and entry.auto_reset != "never":
         from .rnn_state import ResetStates
 
-        callbacks.append(ResetStates(every=entry.auto_reset))
+        added.append(ResetStates(every=entry.auto_reset))
     _attach_lab(live)
 
     if workers is not None:
         from .workers import fit_on_workers
 
-        return fit_on_workers(model, x, y, workers=workers, callbacks=callbacks, **kwargs)
+        return fit_on_workers(
+            model,
+            x,
+            y,
+            workers=workers,
+            callbacks=[*before, *callbacks, *added],
+            **worker_options,
+            **kwargs,
+        )
+
+    if given_list is not None:
+        # A ready CallbackList is Keras's to use as it is: ours join it for this fit only.
+        for callback in [*before, *added]:
+            callback.set_model(model)
+            callback.set_params(given_list.params)
+        given_list.callbacks[:0] = before
+        given_list.callbacks.extend(added)
+        passed: Any = given_list
+    else:
+        passed = [*before, *callbacks, *added]
 
     if entry is not None:
         entry.live = live
@@ -430,23 +634,54 @@ def fit(
     _CURRENT.append(live)
     if cell is not None:
         cell["fits"].append((model, live))
+    run = keras_fit if keras_fit is not None else type(model).fit
     try:
-        with _graceful_interrupt(live):
-            history = type(model).fit(model, x, y, callbacks=callbacks, **kwargs)
+        with _graceful_interrupt(live), in_distribution(planned):
+            history = run(model, x, y, callbacks=passed, **kwargs)
     except BaseException as err:
         live.fail(err)
         raise
     finally:
         _CURRENT.remove(live)
+        if given_list is not None:
+            given_list.callbacks[:] = [
+                c for c in given_list.callbacks if not any(c is o for o in [*before, *added])
+            ]
         if entry is not None:
-            entry.runs += 1
-            view = live.view
-            state = getattr(view, "state", None)
-            entry.last_summary = state.summary() if state is not None else ""
-            entry.last_state = getattr(state, "state", "")
+            _record_run(entry, live)
             entry.apply_pending()
             entry.changed()
     return history
+
+
+def _worker_options() -> tuple[str, ...]:
+    """The keyword-only options of ``fit_on_workers`` that are not ``Model.fit`` arguments."""
+    from .workers import fit_on_workers
+
+    return tuple(
+        name
+        for name, parameter in inspect.signature(fit_on_workers).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and name not in _FIT_SIGNATURE.parameters
+        and name != "workers"
+    )
+
+
+def _in_notebook() -> bool:
+    from .views.progress import in_notebook_kernel
+
+    return in_notebook_kernel()
+
+
+def _record_run(entry: Entry, live: LiveProgress) -> None:
+    """What the card and ``%kmodel`` say about the last fit: read from the fit itself."""
+    entry.runs += 1
+    view = live.view
+    state = getattr(view, "state", None)
+    entry.last_summary = state.summary() if state is not None else ""
+    entry.last_state = getattr(state, "state", "")
+    if live.ran_on is not None:  # None: the fit failed before Keras began it
+        entry.strategy_text = live.ran_on[0]
 
 
 def _sample(x: Any, count: int = 64) -> Any:
@@ -462,27 +697,37 @@ def _sample(x: Any, count: int = 64) -> Any:
         return None
 
 
-def _before_fit(model: Any, entry: Entry | None, x: Any, kwargs: dict[str, Any]) -> list[str]:
-    """Checks and adjustments that must happen before Keras starts: notes to print."""
+def _before_fit(
+    model: Any, entry: Entry | None, planned: Any, x: Any, kwargs: dict[str, Any]
+) -> list[str]:
+    """Checks and adjustments that must happen before Keras starts: notes to print.
+
+    Every fit gets them, a cell's own fits too: ``planned`` is the strategy the
+    fit will run in (the registered model's, the cell's, or None for the one in
+    force).
+    """
     notes: list[str] = []
     from . import rnn_state
 
     rnn_state.check_stateful_fit(model, x, **kwargs)
-    if entry is not None:
-        from . import freezing
+    from . import freezing
 
-        line = freezing.ensure_trainable_applied(model, entry.name)
-        if line:
-            notes.append(line)
-        if entry.strategy is not None:
-            from .strategy import prepare_fit
+    # Every fit, registered model or not: a `layer.trainable = False` set by hand since
+    # the last compile would otherwise be ignored by Keras's stale train function.
+    line = freezing.ensure_trainable_applied(
+        model, entry.name if entry is not None else getattr(model, "name", None)
+    )
+    if line:
+        notes.append(line)
+    from .strategy import prepare_fit
 
-            # prepare_fit checks sample counts too, so it sees x and y.
-            adjusted, more = prepare_fit(model, entry.strategy, {"x": x, **kwargs})
-            adjusted.pop("x", None)
-            kwargs.clear()
-            kwargs.update(adjusted)
-            notes.extend(more)
+    # prepare_fit checks sample counts too, so it sees x and y.
+    with in_distribution(planned):
+        adjusted, more = prepare_fit(model, planned, {"x": x, **kwargs})
+    adjusted.pop("x", None)
+    kwargs.clear()
+    kwargs.update(adjusted)
+    notes.extend(more)
     return notes
 
 
@@ -560,10 +805,17 @@ def _fits_get_progress() -> Iterator[None]:
     """Routes every ``Model.fit`` made while the cell runs through ``kernelkit.fit``."""
     original = keras.Model.fit
 
+    @functools.wraps(original)
     def fit_with_progress(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _has_live(list(kwargs.get("callbacks") or [])) is not None and _CURRENT:
-            return original(self, *args, **kwargs)
-        return fit(self, *args, **kwargs)
+        given = kwargs.get("callbacks")
+        if given is None and len(args) > 5:
+            given = args[5]  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+        if _has_live(_callback_list(given)[0]) is not None and _CURRENT:
+            return original(self, *args, **kwargs)  # kernelkit's own fit, on its way to Keras
+        # type(self).fit is this wrapper unless a subclass overrides fit: then that
+        # override is running now (it called super().fit), and must not run again.
+        overridden = type(self).fit is not fit_with_progress
+        return _routed_fit(self, args, kwargs, keras_fit=original if overridden else None)
 
     keras.Model.fit = fit_with_progress  # type: ignore[method-assign]
     try:
@@ -585,6 +837,7 @@ def run_cell(
     resume: str | None = None,
     checkpoint: str | None = None,
     tensorboard: bool = False,
+    lr_find: bool = False,
 ) -> Any:
     """Runs a ``%%kmodel NAME`` cell: scope, seed, live fits, registration, card.
 
@@ -600,6 +853,8 @@ def run_cell(
         resume: a BackupAndRestore directory for the cell's fits.
         checkpoint: a best-weights checkpoint path for the cell's fits.
         tensorboard: write TensorBoard logs for the cell's fits.
+        lr_find: run ``kernelkit.lr_find`` on each ``Model.fit`` call of the cell
+            instead of training (the fit returns its ``LRFindResult``).
 
     Returns:
         The model card (displayed by IPython) or None with ``show_card=False``.
@@ -622,6 +877,11 @@ def run_cell(
             raise KernelkitError(f"--seed {seed!r} is not an integer; use e.g. --seed 42") from None
     if workers is not None and workers < 1:
         raise KernelkitError(f"--workers {workers} must be 1 or more")
+    if lr_find and (workers is not None or resume or checkpoint or tensorboard):
+        raise KernelkitError(
+            "--lr-find trains nothing to resume, checkpoint or log, and not in workers: "
+            "drop --workers, --resume, --checkpoint and --tensorboard"
+        )
     if workers is not None and (resume or checkpoint or tensorboard):
         used = [
             o
@@ -644,10 +904,13 @@ def run_cell(
             runs.resume_callbacks(resume)
         if checkpoint:
             runs.checkpoint_callback(checkpoint)
-    from .strategy import scope as strategy_scope
-    from .strategy import strategy as resolve
+    if tensorboard:
+        from . import runs
 
-    chosen = resolve(strategy)
+        runs.check_tensorboard()
+    from .strategy import scope as strategy_scope
+
+    chosen, users = _choose_strategy(strategy)
     if seed_value is not None:
         keras.utils.set_random_seed(seed_value)
     if deterministic and keras.backend.backend() == "tensorflow":
@@ -664,10 +927,34 @@ def run_cell(
         "checkpoint": checkpoint,
         "tensorboard": tensorboard,
     }
-    context = {"name": name, "ns": user_ns, "options": fit_options, "fits": []}
-    with strategy_scope(chosen), _fits_get_progress(), _cell_context(context):
-        result = shell.run_cell(cell, store_history=False)
+    context = {
+        "name": name,
+        "ns": user_ns,
+        "options": fit_options,
+        "fits": [],
+        "strategy": None if _is_default(chosen) else chosen,
+        "lr_find": lr_find,
+    }
+    refused: list[Any] = []
+    # A fit refused inside the cell is a UsageError: the magic shows it as its own
+    # one line, instead of IPython showing it and the magic adding a second.
+    own = vars(shell).get("show_usage_error")
+    shell.show_usage_error = refused.append
+    try:
+        with (
+            contextlib.nullcontext() if users else strategy_scope(chosen),
+            _fits_get_progress(),
+            _cell_context(context),
+        ):
+            result = shell.run_cell(cell, store_history=False)
+    finally:
+        if own is None:
+            del shell.show_usage_error
+        else:
+            shell.show_usage_error = own
     if not result.success:
+        if refused:
+            raise KernelkitError(f"{refused[0]} (nothing was registered)")
         raise CellError(
             f"the %%kmodel {name} cell raised (traceback above); nothing was registered"
         )
@@ -688,20 +975,47 @@ def run_cell(
                 else ""
             )
         )
-    entry = register(name, model, strategy=None if _is_default(chosen) else chosen)
+    entry = register(name, model, strategy=context["strategy"])
     entry.fit_options = {k: v for k, v in fit_options.items() if v}
     for fitted, live in context["fits"]:
         if fitted is model:
-            entry.runs += 1
-            state = getattr(live.view, "state", None)
-            entry.last_summary = state.summary() if state is not None else ""
-            entry.last_state = getattr(state, "state", "")
+            _record_run(entry, live)
     if show_card:
         return card(model)
     return None
 
 
 _FIT_DEFAULTS: list[dict[str, Any]] = []
+
+
+def _choose_strategy(spec: str) -> tuple[Any, bool]:
+    """The cell's strategy, and whether it is one the user already set.
+
+    The user's distribution wins: ``--strategy auto`` trains in it, and an
+    explicit spec that means something else is refused in one line.
+    """
+    from .strategy import describe, in_force, same
+    from .strategy import strategy as resolve
+
+    users = in_force()
+    if users is None:
+        return resolve(spec), False
+    if str(spec).strip().lower() == "auto":
+        return users, True
+    planned = resolve(spec)
+    if same(planned, users):
+        return users, True
+    import keras
+
+    unset = (
+        "call keras.distribution.set_distribution(None) first"
+        if keras.backend.backend() == "jax"
+        else "run the cell outside that strategy's scope"
+    )
+    raise KernelkitError(
+        f"--strategy {spec} conflicts with the distribution already in force "
+        f"({describe(users)[0]}): drop --strategy to train in yours, or {unset}"
+    )
 
 
 @contextlib.contextmanager

@@ -190,6 +190,13 @@ def _plan_tensorflow(spec: str, report: DeviceReport) -> Plan:
 
     def tpu() -> Plan:
         assert report.tpu is not None
+        if report.version("tensorflow") is None:
+            # Colab's and Kaggle's TPU runtimes ship no TensorFlow since 2025.
+            raise ValueError(
+                "TPUStrategy needs TensorFlow, which this runtime does not have: set "
+                "KERAS_BACKEND=jax before Keras is imported (kernelkit then trains on the TPU "
+                "through keras.distribution), or pip install 'kernelkit[tensorflow]'."
+            )
         return Plan(
             spec,
             "tpu",
@@ -572,6 +579,105 @@ def _num_samples(x: Any) -> int | None:
         return None
 
 
+def split_samples(samples: int, validation_split: float = 0.0) -> tuple[int, int]:
+    """How Keras splits ``samples`` rows for ``validation_split``: (training, validation).
+
+    Keras keeps the first ``floor(samples * (1 - validation_split))`` rows for
+    training and validates on the rest
+    (``keras/src/trainers/data_adapters/array_slicing.py``,
+    ``train_validation_split``).
+
+    Example:
+        >>> split_samples(1500, 0.1)
+        (1350, 150)
+        >>> split_samples(89, 0.2)
+        (71, 18)
+
+    """
+    if not validation_split:
+        return samples, 0
+    train = int(math.floor(samples * (1.0 - validation_split)))
+    return train, samples - train
+
+
+def batch_sizes(samples: int, batch_size: int) -> tuple[int, ...]:
+    """The distinct batch sizes Keras feeds for ``samples`` rows: full ones, then the short last.
+
+    Example:
+        >>> batch_sizes(68, 16)
+        (16, 4)
+        >>> batch_sizes(16, 100)
+        (16,)
+
+    """
+    sizes = []
+    if samples >= batch_size:
+        sizes.append(batch_size)
+    if samples % batch_size:
+        sizes.append(samples % batch_size)
+    return tuple(sizes)
+
+
+def in_force() -> Any:
+    """The distribution the user already set, if any (before kernelkit chose one).
+
+    On JAX that is the global ``keras.distribution.distribution()`` (the Keras
+    FAQ's TPU recipe sets it with ``set_distribution``); on TensorFlow a
+    non-default ``tf.distribute`` strategy whose scope is entered (or that was set
+    with ``tf.distribute.experimental_set_strategy``). Nothing is imported.
+
+    Returns:
+        The distribution or strategy, or None.
+
+    Example:
+        >>> in_force() is None  # doctest: +SKIP
+        True
+
+    """
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return keras.distribution.distribution()
+    tf = sys.modules.get("tensorflow")
+    if backend == "tensorflow" and tf is not None and tf.distribute.has_strategy():
+        found = tf.distribute.get_strategy()
+        return None if _kind(found) == "default" else found
+    return None
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two strategies/distributions train the same way (kind and devices)."""
+    if a is b:
+        return True
+    if _kind(a) != _kind(b) or describe(a) != describe(b):
+        return False
+    return _device_ids(a) == _device_ids(b)
+
+
+def _device_ids(strategy: Any) -> tuple[str, ...]:
+    mesh = getattr(strategy, "device_mesh", None)
+    if mesh is not None:
+        return tuple(str(d) for d in mesh.devices.flat)
+    return tuple(getattr(getattr(strategy, "extended", None), "worker_devices", ()))
+
+
+def _platform(strategy: Any) -> str | None:
+    """The device platform a JAX fit runs on ("tpu", "gpu", "cpu"), read without importing jax."""
+    mesh = getattr(strategy, "device_mesh", None)
+    if mesh is not None:
+        return str(getattr(mesh.devices.flat[0], "platform", "") or "") or None
+    jax = sys.modules.get("jax")
+    try:
+        return str(jax.devices()[0].platform) if jax is not None else None
+    except Exception:
+        return None
+
+
+_HINTED: set[int] = set()  # models already told about steps_per_execution
+
+
 def _current_distribution() -> Any:
     # Under JAX, fit follows the global keras.distribution; read it only if Keras
     # is already imported (prepare_fit must not import a backend).
@@ -593,7 +699,11 @@ def _set_steps_per_execution(model: Any, steps: int) -> None:
 
 
 def prepare_fit(
-    model: Any, strategy: Any, fit_kwargs: Mapping[str, Any] | None = None
+    model: Any,
+    strategy: Any,
+    fit_kwargs: Mapping[str, Any] | None = None,
+    *,
+    platform: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Adjusts a fit for its strategy before training starts.
 
@@ -608,6 +718,9 @@ def prepare_fit(
       with a bare AssertionError inside fit otherwise).
     * MultiWorkerMirroredStrategy across several workers: a ValueError, because
       Keras 3's fit fails there (keras-team/keras#20585).
+    * JAX on a TPU with ``steps_per_execution=1``: a note, once per model, that
+      the Keras FAQ recommends a larger value there (compile settings are the
+      user's, so nothing is changed).
 
     Nothing is changed when it raises.
 
@@ -616,6 +729,8 @@ def prepare_fit(
         strategy: the strategy the fit runs in (None: the model's own, or none).
         fit_kwargs: the keyword arguments for ``model.fit`` (``x``, ``y``,
             ``batch_size``, ``validation_data``...).
+        platform: the JAX device platform ("tpu", "gpu", "cpu"); default: read
+            from the distribution's devices (tests pass "tpu").
 
     Returns:
         (fit kwargs to use, one-line notes).
@@ -657,8 +772,10 @@ def prepare_fit(
     x = kwargs.get("x")
     samples = _num_samples(x)
     batch = kwargs.get("batch_size")
-    if batch is None and samples is not None and kwargs.get("steps_per_epoch") is None:
-        batch = 32  # Keras's default for array input
+    if batch is None and samples is not None:
+        per_epoch = kwargs.get("steps_per_epoch")
+        # Keras's ArrayDataAdapter: batch_size from steps_per_epoch when given, else 32.
+        batch = int(math.ceil(samples / per_epoch)) if per_epoch else 32
     if replicas > 1 and batch:
         _check_batches(kind, text, replicas, batch, samples, kwargs, notes)
 
@@ -669,6 +786,13 @@ def prepare_fit(
             f"{text}: steps_per_execution {steps} -> 1, since it fails inside fit "
             "otherwise (keras-team/keras#19246)"
         )
+    elif steps == 1 and kind != "tpu" and not tf_model and id(model) not in _HINTED:
+        if (platform or _platform(strategy)) == "tpu":
+            _HINTED.add(id(model))
+            notes.append(
+                "TPU: each step is one host round trip; compile with steps_per_execution=32 "
+                "(or more) to run many steps per call, as the Keras FAQ recommends"
+            )
     elif kind == "tpu" and steps == 1:
         per_epoch = kwargs.get("steps_per_epoch")
         if per_epoch is None and samples and batch:
@@ -691,44 +815,131 @@ def _check_batches(
     samples: int | None,
     kwargs: Mapping[str, Any],
     notes: list[str],
+    purpose: str = "training",
 ) -> None:
-    # Measured with Keras 3.15: under MirroredStrategy a batch that does not split
-    # evenly fails inside fit (InvalidArgumentError from AddN), though a short last
-    # batch works; under a JAX distribution both fail (IndivisibleError). Under a
-    # TPU (not measured here) it only warrants a note.
-    suggestion = max(replicas, round(batch / replicas) * replicas)
-    sizes = [("batch_size", batch)]
-    if kwargs.get("validation_batch_size"):
-        sizes.append(("validation_batch_size", kwargs["validation_batch_size"]))
-    for name, size in sizes:
-        if size % replicas:
-            message = (
-                f"{name} {size} does not split evenly over {text}: use a multiple of "
-                f"{replicas}, e.g. {suggestion if name == 'batch_size' else replicas}"
-            )
-            if kind == "tpu":
-                notes.append(message)
-                continue
-            raise ValueError(message + ".")
-    if kind not in ("data_parallel", "distribution") or samples is None:
-        return
-    split = kwargs.get("validation_split") or 0.0
-    train = math.ceil(samples * (1.0 - split)) if split else samples
+    # Measured with Keras 3.15 (tests/test_distribution_jax.py keeps it true): under a
+    # JAX distribution every batch Keras feeds, the short last one included, must split
+    # over the devices, or fit fails with jax's IndivisibleError (a partial last batch
+    # of 8 rows over 8 devices trains). Under MirroredStrategy a full batch that does not
+    # split fails inside fit (InvalidArgumentError from AddN), while a short last batch
+    # works. Under a TPU (not measured here) it only warrants a note.
+    every_batch = kind in ("data_parallel", "distribution")
     validation_batch = kwargs.get("validation_batch_size") or batch
-    parts = [("training", train, batch)]
-    if split:
-        parts.append(("validation", samples - train, validation_batch))
+    split = kwargs.get("validation_split") or 0.0
+    if kwargs.get("validation_data") is not None or samples is None:
+        split = 0.0
     validation = kwargs.get("validation_data")
-    if isinstance(validation, (tuple, list)) and validation:
-        parts.append(("validation", _num_samples(validation[0]), validation_batch))
-    for what, count, size in parts:
-        last = count % size if count is not None else 0
-        if last % replicas:
-            raise ValueError(
-                f"The last {what} batch has {last} samples ({count} % {size}), which does not "
-                f"split evenly over {text}: use {count - last} samples, or a batch size that "
-                f"leaves a multiple of {replicas}."
+    val_count = (
+        _num_samples(validation[0]) if isinstance(validation, (tuple, list)) and validation else None
+    )
+
+    def first_odd(total: int | None) -> tuple[str, int | None, int, int] | None:
+        if total is not None and split:
+            train, held_out = split_samples(total, split)
+            parts = [(purpose, train, batch), ("validation", held_out, validation_batch)]
+        else:
+            parts = [(purpose, total, batch)]
+            if validation is not None:
+                parts.append(("validation", val_count, validation_batch))
+        for what, count, size in parts:
+            if count is None:
+                sizes: tuple[int, ...] = (size,)  # a dataset or generator: its batch size
+            elif every_batch:
+                sizes = batch_sizes(count, size)
+            else:
+                sizes = (size,) if count >= size else ()
+            for b in sizes:
+                if b % replicas:
+                    return what, count, size, b
+        return None
+
+    found = first_odd(samples)
+    if found is None:
+        return
+    what, count, size, odd = found
+    name = "validation_batch_size" if what == "validation" else "batch_size"
+    near = max(replicas, round(size / replicas) * replicas)
+    if count is None or odd == size:
+        message = (
+            f"{name} {size} does not split evenly over {text}: use a multiple of {replicas}, "
+            f"e.g. {near}."
+        )
+    else:
+        where = f"{count} {what} samples in batches of {size}"
+        if split:
+            where += f" (validation_split={split} of {samples})"
+        fix = f"use a {name} that is a multiple of {replicas}, e.g. {near}"
+        if count % replicas:
+            # Search down from the data given for a count whose every batch splits, with
+            # the same arithmetic (few steps: one in `replicas` counts works).
+            total = samples if split else count
+            assert total is not None
+            fits = next(
+                (n for n in range(total - 1, max(total - 64 * replicas, 0), -1)
+                 if (first_odd(n) is None if split else n % replicas == 0)),
+                None,
             )
+            fix = (
+                f"use {fits} samples (x[:{fits}])"
+                if fits and (split or what != "validation")
+                else f"give {what} a multiple of {replicas} samples"
+            )
+            if fits and not split and what == "validation":
+                fix = f"validate on {fits} samples"
+        message = (
+            f"The last batch of {where} would have {odd} samples, which Keras cannot split "
+            f"over {text}: {fix}."
+        )
+    if kind == "tpu":
+        notes.append(message.rstrip("."))  # notes are clauses, errors sentences
+        return
+    raise ValueError(message)
+
+
+def check_batches(
+    strategy: Any,
+    x: Any = None,
+    batch_size: int | None = None,
+    *,
+    purpose: str = "training",
+    **fit_kwargs: Any,
+) -> None:
+    """Refuses, before Keras starts, a fit/evaluate/predict whose batches cannot split.
+
+    The arithmetic is Keras's own (:func:`split_samples`, :func:`batch_sizes`),
+    so it refuses exactly what would fail mid-fit. Nothing happens for
+    strategies of one replica.
+
+    Args:
+        strategy: the distribution the call runs in (None: the one in force).
+        x: the input (arrays are counted; datasets and generators are not).
+        batch_size: as given to Keras (None: Keras's default of 32 for arrays).
+        purpose: how the message names the data ("training", "evaluation"...).
+        **fit_kwargs: ``validation_split``, ``validation_data``,
+            ``validation_batch_size``, ``steps_per_epoch``/``steps``.
+
+    Raises:
+        ValueError: one line with the numbers and the fix.
+
+    Example:
+        >>> check_batches(None, x, batch_size=16)  # doctest: +SKIP
+
+    """
+    if strategy is None:
+        strategy = _current_distribution()
+    text, replicas = describe(strategy)
+    if replicas <= 1:
+        return
+    samples = _num_samples(x)
+    batch = batch_size
+    if batch is None and samples is not None:
+        steps = fit_kwargs.get("steps_per_epoch") or fit_kwargs.get("steps")
+        # Keras's ArrayDataAdapter: batch_size from steps when given, else 32.
+        batch = int(math.ceil(samples / steps)) if steps else 32
+    if batch:
+        _check_batches(
+            _kind(strategy), text, replicas, batch, samples, fit_kwargs, [], purpose=purpose
+        )
 
 
 from ._env import make_callable  # noqa: E402 - after strategy() is defined

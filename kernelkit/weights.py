@@ -44,6 +44,8 @@ import keras
 import numpy as np
 import yaml
 
+from ._fitting import queued_during_fit
+
 PathLike = Union[str, "os.PathLike[str]"]
 Shape = tuple[int, ...]
 
@@ -152,6 +154,7 @@ def _shapes_text(shapes: Sequence[Shape]) -> str:
 # Public API
 
 
+@queued_during_fit
 def load_weights(
     model: keras.Model,
     path: PathLike,

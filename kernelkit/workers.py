@@ -293,6 +293,20 @@ def _worker_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     env["KERAS_BACKEND"] = "jax"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # A notebook that simulates several host devices (XLA_FLAGS=
+    # --xla_force_host_platform_device_count=8, as tutorial 06 does) must not hand them
+    # to every worker: each worker is one host CPU device here, so N workers make a
+    # mesh of N, and the shards the supervisor cut split over it. Real accelerators
+    # are not host-platform devices and are unaffected.
+    flags = [
+        flag
+        for flag in env.get("XLA_FLAGS", "").split()
+        if not flag.startswith("--xla_force_host_platform_device_count")
+    ]
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
+    else:
+        env.pop("XLA_FLAGS", None)
     # The notebook's import path, so custom layers defined in importable
     # modules (and kernelkit itself) load in the workers too.
     paths = [os.getcwd() if p == "" else p for p in sys.path]

@@ -103,7 +103,7 @@ def test_user_stop_mid_epoch(tiny_model):
     cb, got = drive(tiny_model, epochs=3, stop_at=(1, 3))
     end = got[-1]
     assert end.state == "stopped_by_user"
-    assert end.reason == "stopped by user at epoch 2, step 4"
+    assert end.reason == "stopped by user at epoch 2, step 4 of 10"
     assert sum(isinstance(e, ev.EpochEnd) for e in got) == 2
 
 
@@ -112,7 +112,7 @@ def test_nan_loss_fails_and_stops(tiny_model):
     cb, got = drive(tiny_model, epochs=3, logs=logs)
     end = got[-1]
     assert end.state == "failed"
-    assert end.reason == "loss became NaN at epoch 1, step 5"
+    assert end.reason == "loss became NaN at epoch 1, step 5 of 10; weights restored to the start of the fit"
     assert tiny_model.stop_training
 
 

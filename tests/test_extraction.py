@@ -71,7 +71,6 @@ def images(n: int = 37) -> np.ndarray:
 # ------------------------------------------------------------------ Sequential/Functional
 
 
-@pytest.mark.backend_neutral
 def test_sequential_every_layer_equals_the_keras_submodel() -> None:
     model = cnn()
     x = images(37)  # batch_size 16 leaves a last batch of 5
@@ -110,7 +109,6 @@ def test_layer_objects_and_names_both_select() -> None:
 # ------------------------------------------------------------------ subclassed
 
 
-@pytest.mark.backend_neutral
 def test_subclassed_model_equals_activations_computed_by_hand() -> None:
     model = mlp()
     x = RNG.normal(size=(10, 4)).astype("float32")
@@ -189,7 +187,6 @@ def nested() -> keras.Model:
     return keras.Model(inputs, tower(base(inputs)), name="outer")
 
 
-@pytest.mark.backend_neutral
 def test_nested_models_are_named_by_path_and_computed_from_the_outer_input() -> None:
     model = nested()
     x = RNG.normal(size=(9, 4)).astype("float32")
@@ -254,7 +251,6 @@ def test_shared_layer_gives_every_call_in_order() -> None:
 # ------------------------------------------------------------------ training, samples
 
 
-@pytest.mark.backend_neutral
 def test_training_false_by_default_true_on_request_and_state_is_restored() -> None:
     model = cnn()
     x = images(64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,11 +12,19 @@ CORE = ["events", "history", "callback", "freezing", "extraction", "rnn_state", 
 UI = ("ipywidgets", "IPython", "plotly", "anywidget")
 
 
+def clean_env() -> dict[str, str]:
+    # Nothing of this process's imports, but its Keras backend: without TensorFlow (the JAX
+    # leg), Keras's default backend cannot even be imported.
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+    if "KERAS_BACKEND" in os.environ:
+        env["KERAS_BACKEND"] = os.environ["KERAS_BACKEND"]
+    return env
+
+
 def loaded_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True, text=True, check=True, env={"TF_CPP_MIN_LOG_LEVEL": "3",
-                                                         "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True, env=clean_env(),
     )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 

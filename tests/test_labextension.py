@@ -24,6 +24,8 @@ BUILT = ROOT / "kernelkit" / "labextension"
 VERSION = json.loads((LABEXT / "package.json").read_text())["version"]
 SHARE = "share/jupyter/labextensions/kernelkit"
 
+pytestmark = pytest.mark.jupyterlab  # jupyter-labextension, jlpm and build: the test extra
+
 
 def _env() -> dict[str, str]:
     # jlpm, jupyter-builder and jupyter-labextension live beside this Python.

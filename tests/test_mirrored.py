@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "_scripts" / "mirrored_fit.py"
 
+pytestmark = pytest.mark.tensorflow  # tf.distribute.MirroredStrategy in the child
+
 
 @pytest.fixture(scope="module")
 def result():

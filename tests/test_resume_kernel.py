@@ -58,7 +58,11 @@ reg.compile(keras.optimizers.SGD(learning_rate=0.05), "mse")
 h = reg.fit(x, y, epochs={epochs}, batch_size=32, callbacks=[Lines()])
 """
 
-ROW = re.compile(r"<tr><td style='padding:1px 8px;text-align:right'>(\d+)</td>(.*?)</tr>")
+# A row of the epoch table; the best epoch's row is tinted and starred.
+ROW = re.compile(
+    r"<tr[^>]*><td style='padding:1px 8px;text-align:right'>(?:<span[^>]*>★</span>)?(\d+)</td>"
+    r"(.*?)</tr>"
+)
 CELL_VALUE = re.compile(r"<td[^>]*>([^<]*)</td>")
 
 
@@ -149,7 +153,9 @@ def check_resumed_run(kernel: Any, directory: str, first_losses: dict[int, str])
             assert rows[epoch] == [loss], (epoch, rows[epoch], loss)
     for epoch in range(HOLD_EPOCH, EPOCHS + 1):
         assert rows[epoch] == [losses[epoch]]
-    assert result["text/html"].count("<circle") == EPOCHS  # one point per epoch on the loss curve
+    # One point per epoch on the loss chart (the legend's symbols and the best ring aside).
+    chart = result["text/html"].split('aria-label="loss"', 1)[1].split("</svg>", 1)[0]
+    assert chart.count("<circle") - chart.count('<circle class="kk-best"') == EPOCHS
 
 
 # --- tests ---------------------------------------------------------------------------------

@@ -23,13 +23,15 @@ from kernelkit.rnn_state import (
     stateful_layers,
 )
 
-pytestmark = pytest.mark.backend_neutral
-
 JAX = keras.backend.backend() == "jax"
 # Keras 3 drops RNN state updates in the JAX trainer's compiled steps (see
 # kernelkit.rnn_state._check_backend): tests of Keras carrying state through
-# fit / predict run on TensorFlow only. Eager calls carry state on both.
-needs_carry = pytest.mark.skipif(JAX, reason="Keras 3's JAX trainer drops RNN state updates")
+# fit / predict run on TensorFlow only (the TensorFlow leg). Eager calls carry state on both.
+_carry_skip = pytest.mark.skipif(JAX, reason="Keras 3's JAX trainer drops RNN state updates")
+
+
+def needs_carry(test):
+    return pytest.mark.tensorflow(_carry_skip(test))
 
 
 def states_of(layer):
@@ -465,6 +467,7 @@ def test_guard_without_fixed_batch_size():
     assert not model.built
 
 
+@pytest.mark.tensorflow  # a tf.data.Dataset
 def test_guard_dataset_batch():
     tf = pytest.importorskip("tensorflow")
     x, y = seq_data(32)

@@ -70,7 +70,7 @@ def test_stop_intent_acts_at_once(registered, tiny_data):
                   callbacks=[StopAfterFirstBatch(),
                              kernelkit.LiveProgress(display="none", sink=got.append)])
     assert got[-1].state == "stopped_by_user"
-    assert got[-1].reason == "stopped by user at epoch 1, step 1"
+    assert got[-1].reason == "stopped by user at epoch 1, step 1 of 8"
     assert registered.runs == 1
 
 

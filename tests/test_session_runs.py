@@ -194,7 +194,10 @@ def test_fit_resume_same_model_after_a_mid_epoch_stop_redraws_that_epoch(tiny_da
             callbacks=[StopMidEpoch(live, epoch=2, step=3), live],
         )
         assert runs_state_epoch(directory) == 2  # epoch 3 was cut short: it is done again
-        history = model.fit(x, y, resume=directory, epochs=5, batch_size=32, callbacks=[quiet()])
+        # resume= is kernelkit.fit's (a registered model's own fit takes Keras's arguments only).
+        history = kernelkit.fit(
+            model, x, y, resume=directory, epochs=5, batch_size=32, callbacks=[quiet()]
+        )
         assert history.epoch == [2, 3, 4]
         assert [epoch for epoch, _ in history_for(model).rows()] == [0, 1, 2, 3, 4]
     finally:

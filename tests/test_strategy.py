@@ -222,9 +222,17 @@ def test_torch_backend():
 
 # -- resolve: real TensorFlow builds and the TPU failure paths --------------------------
 
-tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
-needs_tf = pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="TensorFlow backend")
+try:
+    import tensorflow as tf
+except ImportError:  # the JAX leg has no TensorFlow: what needs it is marked `tensorflow`
+    tf = None
+
+
+def needs_tf(test):
+    """tf.distribute itself: the TensorFlow leg, on Keras's TensorFlow backend."""
+    on_tf = pytest.mark.skipif(keras.config.backend() != "tensorflow", reason="TensorFlow backend")
+    return pytest.mark.tensorflow(on_tf(test))
 
 
 def tiny_fit(model_strategy):
@@ -306,6 +314,7 @@ def test_one_device_and_mirrored_builds_are_cached():
     assert describe(mirrored) == ("MirroredStrategy (1 replica)", 1)
 
 
+@pytest.mark.tensorflow
 def test_describe_defaults():
     assert describe(None) == ("default", 1)
     assert describe(tf.distribute.get_strategy()) == ("default", 1)
@@ -316,6 +325,7 @@ def test_scope_of_none_is_a_no_op():
         assert entered is None
 
 
+@pytest.mark.tensorflow  # resolve builds a real tf.distribute.MirroredStrategy
 def test_strategy_redetects_when_hardware_seems_missing(monkeypatch):
     import kernelkit.devices as devices_module
 
@@ -414,6 +424,7 @@ def test_prepare_fit_tpu_raises_steps_per_execution_and_notes_odd_batches():
 # -- subprocesses: TF_CONFIG, real multi-worker cluster, JAX -----------------------------
 
 
+@pytest.mark.tensorflow  # MultiWorkerMirroredStrategy in a child process
 def test_tf_config_with_two_workers_refuses_at_once(capsys):
     ports = free_ports(2)
     start = time.perf_counter()
@@ -434,6 +445,7 @@ def test_tf_config_with_two_workers_refuses_at_once(capsys):
     assert result["single_describe"] == ["MultiWorkerMirroredStrategy (1 worker, 1 replica)", 1]
 
 
+@pytest.mark.tensorflow
 @pytest.mark.slow  # two TensorFlow processes: ~10 s on 2 idle cores
 def test_real_two_worker_cluster_is_refused_before_fit(capsys):
     ports = [str(p) for p in free_ports(2)]
@@ -499,8 +511,9 @@ def test_jax_backend_data_parallel_over_two_devices(capsys):
     assert result["errors"]["odd_batch"].startswith(
         "batch_size 31 does not split evenly over DataParallel (2 devices)"
     )
-    assert result["errors"]["odd_last_batch"].startswith(
-        "The last training batch has 31 samples (255 % 32)"
+    assert result["errors"]["odd_last_batch"] == (
+        "The last batch of 255 training samples in batches of 32 would have 31 samples, "
+        "which Keras cannot split over DataParallel (2 devices): use 254 samples (x[:254])."
     )
     assert result["prepare_notes"] == [] and result["steps_per_execution"] == 4
     assert len(result["loss"]) == 3 and all(np.isfinite(result["loss"]))

@@ -14,8 +14,6 @@ from keras import layers
 from kernelkit import intents
 from kernelkit.views.states import StatesPanel, tab
 
-pytestmark = pytest.mark.backend_neutral
-
 
 def two_layer_model():
     keras.utils.set_random_seed(0)

@@ -15,8 +15,6 @@ import yaml
 
 from kernelkit.weights import LayerMismatch, LoadReport, load_weights, model_from_yaml, to_yaml
 
-pytestmark = pytest.mark.backend_neutral
-
 FORMATS = ["weights.h5", "keras", "legacy.h5"]
 
 

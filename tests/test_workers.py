@@ -176,6 +176,7 @@ def test_bad_input_is_one_clear_line_and_starts_nothing(tmp_path, kwargs, error,
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
+@pytest.mark.tensorflow  # a tf.data.Dataset
 def test_a_dataset_is_refused_with_the_fix():
     import tensorflow as tf
 
@@ -216,7 +217,9 @@ def test_two_workers_match_a_single_process_run(tmp_path):
     def launch(rank, host, command):
         # Stands in for ssh: rank 1 "lives" on another host that shares the job folder.
         assert host == "rank1.invalid" and command[:2] == ["env", "KERAS_BACKEND=jax"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+        # Another host has its own environment: not this one's simulated devices.
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *sys.path])
         process = subprocess.Popen(
             command,
             env=env,

@@ -3,9 +3,14 @@
 A row per layer (nested models are followed by their own layers, indented,
 with paths such as ``base/conv2``): a trainable toggle, the type, the output
 shape, the parameter count and a "freeze up to here" button, plus "freeze
-all" / "unfreeze all" and the trainable / non-trainable totals. Clicks do not
-touch the model: they become ``kernelkit.intents.SetTrainable`` intents
-handed to ``submit``. When ``submit`` returns False (a fit is running, the
+all" / "unfreeze all", the BatchNormalization policy of "freeze up to here"
+and the trainable / non-trainable totals. When the model has learning-rate
+groups (``kernelkit.layer_lrs``) an lr column names each layer's group and
+rate. Rows note where BatchNormalization runs in inference mode (frozen) and
+where a trainable one updates its statistics although its model is called
+with ``training=False``. Clicks do not touch the model: they become
+``kernelkit.intents.SetTrainable`` and ``FreezeTo`` intents handed to
+``submit``. When ``submit`` returns False (a fit is running, the
 session queued the intent), the rows show the change as pending until
 :meth:`LayersPanel.refresh` is called. Without a session, the default submit
 applies intents at once through ``kernelkit.freezing.apply_intent`` (which
@@ -24,11 +29,24 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..intents import Intent, SetTrainable
+from ..intents import FreezeTo, Intent, SetTrainable
 from ._static import StaticFallback
 
 _BN_NOTE = "frozen BatchNormalization: also runs in inference mode (uses its moving statistics)"
-_WIDTHS = {"toggle": "110px", "name": "240px", "type": "160px", "shape": "130px", "params": "80px"}
+_WIDTHS = {
+    "toggle": "110px",
+    "name": "240px",
+    "type": "160px",
+    "shape": "130px",
+    "params": "80px",
+    "lr": "130px",
+}
+#: The BatchNormalization policies of "freeze up to here" (kernelkit.freeze_to's ``bn``).
+BN_POLICIES = (
+    ("BN: inference mode where frozen (Keras)", "frozen"),
+    ("BN: train in frozen layers too (fastai train_bn)", "train"),
+    ("BN: inference mode everywhere", "inference"),
+)
 
 
 def _fmt(n: int) -> str:
@@ -52,9 +70,12 @@ def default_submit(model: Any) -> Callable[[Intent], bool]:
     """
 
     def submit(intent: Intent) -> bool:
-        from ..freezing import apply_intent
+        if isinstance(intent, FreezeTo):
+            from ..finetune import apply_intent as freeze_to
+        else:
+            from ..freezing import apply_intent as freeze_to  # type: ignore[assignment]
 
-        apply_intent(model, intent)  # type: ignore[arg-type]
+        freeze_to(model, intent)  # type: ignore[arg-type]
         return True
 
     return submit
@@ -83,13 +104,22 @@ class LayerRow(W.HBox):
             f"<div style='text-align:right'>{_fmt(info.params)}</div>",
             layout=W.Layout(width=_WIDTHS["params"]),
         )
+        self.lr = W.HTML("", layout=W.Layout(width=_WIDTHS["lr"], display="none"))
         self.up_to = W.Button(
             description="freeze up to here",
-            tooltip=f"freeze every layer before and including {info.path}",
+            tooltip=f"freeze every layer before and including {info.path}; "
+            "leave the rest trainable (kernelkit.freeze_to, with the BN policy above)",
             layout=W.Layout(width="140px"),
         )
         self.note = W.HTML("")
-        children: list[W.Widget] = [self.toggle, self.name, self.type, self.shape, self.params]
+        children: list[W.Widget] = [
+            self.toggle,
+            self.name,
+            self.type,
+            self.shape,
+            self.params,
+            self.lr,
+        ]
         self.expand: W.ToggleButton | None = None
         if info.nested:
             self.expand = W.ToggleButton(
@@ -136,13 +166,20 @@ class LayersPanel(StaticFallback, W.VBox):
         self.unfreeze_all = W.Button(description="unfreeze all", icon="unlock")
         self.freeze_all.on_click(lambda _b: self._send(SetTrainable((), False), self._all(False)))
         self.unfreeze_all.on_click(lambda _b: self._send(SetTrainable((), True), self._all(True)))
+        self.bn_policy = W.Dropdown(
+            options=BN_POLICIES,
+            value="frozen",
+            description="",
+            tooltip="What 'freeze up to here' does with BatchNormalization layers",
+            layout=W.Layout(width="330px"),
+        )
         self.status = W.HTML("")
         self.rows: dict[str, LayerRow] = {}
         self._rows_box = W.VBox()
         super().__init__(
             [
                 self.totals,
-                W.HBox([self.freeze_all, self.unfreeze_all]),
+                W.HBox([self.freeze_all, self.unfreeze_all, self.bn_policy]),
                 self._rows_box,
                 self.status,
             ]
@@ -152,9 +189,14 @@ class LayersPanel(StaticFallback, W.VBox):
     # -- state --------------------------------------------------------------
 
     def _describe(self) -> Any:
+        from ..finetune import bn_notes, lr_groups
         from ..freezing import describe
 
-        return describe(self._model)
+        summary = describe(self._model)
+        # Plain data from the core: each layer's lr group and the BN notes it adds.
+        self.lr_labels: dict[str, str] = lr_groups(self._model)
+        self.bn_notes: dict[str, str] = bn_notes(self._model)
+        return summary
 
     def refresh(self) -> None:
         """Reads the model again and drops pending marks (the session calls it after a fit)."""
@@ -209,6 +251,8 @@ class LayersPanel(StaticFallback, W.VBox):
                 notes.append(f"{frozen} of {len(inside)} layers inside frozen")
         if info.batch_norm and not flag:
             notes.append(_BN_NOTE)
+        elif info.batch_norm and path in self.bn_notes and path not in self.pending:
+            notes.append(self.bn_notes[path])
         return "; ".join(notes)
 
     def _render(self) -> None:
@@ -223,6 +267,9 @@ class LayersPanel(StaticFallback, W.VBox):
             text += " · not compiled yet"
         self.totals.value = text
         for path, row in self.rows.items():
+            label = self.lr_labels.get(path, "")
+            row.lr.value = f"<span style='color:#555'>{html.escape(label)}</span>"
+            row.lr.layout.display = None if self.lr_labels else "none"
             note = self._note(row.info)
             color = "#b26b00" if path in self.pending else "#666"
             row.note.value = (
@@ -246,18 +293,27 @@ class LayersPanel(StaticFallback, W.VBox):
         self._send(SetTrainable((row.path,), bool(value)), expected)
 
     def _up_to(self, row: LayerRow) -> None:
+        # What the rows will show once the session applies it (kernelkit.freeze_to): the
+        # layers up to here frozen, the rest trainable, BN as the policy says.
+        policy = self.bn_policy.value
         paths = list(self.rows)
-        ancestors = {"/".join(row.path.split("/")[:i]) for i in range(1, row.path.count("/") + 1)}
-        expected = {}
-        for path in paths[: paths.index(row.path) + 1]:
-            if path not in ancestors:
-                expected[path] = False
+        leaves = [p for p in paths if not self.rows[p].info.nested]
+        inside = [p for p in leaves if p == row.path or p.startswith(row.path + "/")]
+        cut = leaves.index(inside[-1]) + 1 if inside else 0
+        expected: dict[str, bool] = {}
+        for i, path in enumerate(leaves):
+            flag = i >= cut
+            if self.rows[path].info.batch_norm:
+                flag = {"train": True, "inference": False}.get(policy, flag)
+            expected[path] = flag
         for path in paths:
-            if path.startswith(row.path + "/"):
-                expected[path] = False
-        self._send(SetTrainable((), False, up_to=row.path), expected)
+            if self.rows[path].info.nested:
+                expected[path] = any(
+                    expected[p] for p in leaves if p.startswith(path + "/")
+                )
+        self._send(FreezeTo(row.path, bn=policy), expected)
 
-    def _send(self, intent: SetTrainable, expected: dict[str, bool]) -> None:
+    def _send(self, intent: SetTrainable | FreezeTo, expected: dict[str, bool]) -> None:
         self.error = ""
         try:
             applied = self._submit(intent)
@@ -291,6 +347,7 @@ class LayersPanel(StaticFallback, W.VBox):
         width = max([len(i.path) + 2 * i.depth for i in s.rows] + [5])
         type_width = max([len(i.type) for i in s.rows] + [4])
         shape_width = max([len(i.output_shape) for i in s.rows] + [5])
+        lr_width = max([len(v) for v in self.lr_labels.values()] + [2])
         for info in s.rows:
             mark = "x" if self._flag(info.path) else " "
             name = "  " * info.depth + info.path
@@ -299,10 +356,10 @@ class LayersPanel(StaticFallback, W.VBox):
                 f"  [{mark}] {name:<{width}}  {info.type:<{type_width}}  "
                 f"{info.output_shape:<{shape_width}}  {_fmt(info.params):>9}"
             )
+            if self.lr_labels:  # the lr column only where groups exist
+                line += f"  {self.lr_labels.get(info.path, ''):<{lr_width}}"
             lines.append((line + ("  " + note if note else "")).rstrip())
         return "\n".join(lines)
-
-
 
     def static_html(self) -> str:
         """The layers as a static HTML table (readable in a saved notebook)."""
@@ -322,6 +379,7 @@ class LayersPanel(StaticFallback, W.VBox):
                 ("type", "left"),
                 ("output shape", "left"),
                 ("params", "right"),
+                *([("lr group", "left")] if self.lr_labels else []),
                 ("", "left"),
             ]
         )
@@ -336,7 +394,13 @@ class LayersPanel(StaticFallback, W.VBox):
                 f"<td style='text-align:left'>{html.escape(info.type)}</td>"
                 f"<td style='text-align:left'>{html.escape(info.output_shape)}</td>"
                 f"<td style='text-align:right'>{_fmt(info.params)}</td>"
-                f"<td style='text-align:left'>{html.escape(self._note(info))}</td>"
+                + (
+                    f"<td style='text-align:left'>"
+                    f"{html.escape(self.lr_labels.get(info.path, ''))}</td>"
+                    if self.lr_labels
+                    else ""
+                )
+                + f"<td style='text-align:left'>{html.escape(self._note(info))}</td>"
                 "</tr>"
             )
         return (

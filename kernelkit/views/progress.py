@@ -6,12 +6,15 @@ updated at most a few times a second) and, when the fit ends, replaces
 itself through its display handle with a static HTML result (inline SVG
 curves and the epoch table) plus a stable one-line ``text/plain``, so the
 saved notebook reads in GitHub, nbviewer and nbconvert without a kernel.
+The same bundle carries a plotly figure of the curves (plain JSON, see
+``_plotly.py``) for frontends that render plotly.
 """
 
 from __future__ import annotations
 
 import contextvars
 import html
+import math
 import queue
 import sys
 import threading
@@ -21,7 +24,7 @@ from typing import Any
 
 from .. import events as ev
 from ..history import RunHistory, Throttle
-from . import _svg
+from . import _plotly, _svg
 
 _STATE_TEXT = {
     "running": "training",
@@ -49,6 +52,21 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def format_seconds(seconds: float) -> str:
+    """0.04 s, 2.3 s, 1:05: short durations with their decimals, long ones as times."""
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return format_duration(seconds)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def format_value(value: float) -> str:
     """Metric values: 4 significant digits."""
     if value != value:
@@ -63,7 +81,16 @@ def format_logs(logs: dict[str, float] | Any, limit: int = 6) -> str:
 
 
 class ProgressState:
-    """What the views show, derived from events only (pure; tests drive it)."""
+    """What the views show, derived from events only (pure; tests drive it).
+
+    XLA compiles the train step during the first step of a fit (seconds on a
+    GPU, minutes on a TPU) and the test step during the first validation
+    pass. The state calls the time until the first ``Step`` event
+    "compiling", measures the rate in that epoch from the first ``Step`` on,
+    and estimates both compile times for the final result. The callback
+    emits the first ``Step`` of an epoch as soon as its first step ends, so
+    no per-step work is needed for this.
+    """
 
     def __init__(self) -> None:
         self.name = ""
@@ -84,6 +111,18 @@ class ProgressState:
         self.reason = ""
         self.last_epoch_logs: dict[str, float] = {}
         self.epochs_done = 0
+        self._reset_timing()
+
+    def _reset_timing(self) -> None:
+        # Per fit: a second fit of the same model starts its own measurements.
+        self.first_step_epoch: int | None = None  # the epoch whose first step compiled
+        self.first_step_steps = 0  # steps done by the first Step event (k under spe=k)
+        self.t_first_step: float | None = None  # when it arrived
+        self.first_step_time: float | None = None  # how long it took, compile included
+        self.step_times: dict[int, float] = {}  # epoch -> post-compile seconds per step
+        self.validation_times: list[float] = []  # each validated epoch's pass, in order
+        self.t_train_end: float | None = None  # the epoch's end less its validation
+        self._epoch_ended = False
 
     def apply(self, event: ev.Event) -> None:
         """Updates the state with one event."""
@@ -98,22 +137,64 @@ class ProgressState:
             self.batch_size = event.batch_size
             self.resumed_at = event.resumed_at
             self.t_begin = event.time
+            self._reset_timing()
         elif isinstance(event, ev.EpochBegin):
             self.epoch = event.epoch
             self.step = 0
             self.t_epoch = event.time
+            self.t_train_end = None
         elif isinstance(event, ev.Step):
             self.step = event.step
             if event.logs:
                 self.logs = dict(event.logs)
+            if self.t_first_step is None and event.step > 0:
+                self.first_step_epoch = event.epoch
+                self.first_step_steps = event.step
+                self.t_first_step = event.time
+                start = self.t_epoch if self.t_epoch is not None else self.t_begin
+                if start is not None:
+                    self.first_step_time = max(event.time - start, 0.0)
         elif isinstance(event, ev.EpochEnd):
             self.last_epoch_logs = dict(event.logs)
             self.epochs_done += 1
             if self.steps is None and event.steps:
                 self.steps = event.steps
+            self._epoch_ended = True
+            validation = event.validation_time
+            if validation is not None:
+                self.validation_times.append(validation)
+            # Keras validates before on_epoch_end: the training part ends earlier.
+            self.t_train_end = event.time - (validation or 0.0)
+            self._record_step_time(event.steps if event.steps is not None else self.step)
         elif isinstance(event, ev.TrainEnd):
             self.state = event.state
             self.reason = event.reason
+
+    def _measured_from(self) -> tuple[float, int] | None:
+        """(time, steps done) the current epoch's rate counts from: past the compile."""
+        if self.t_first_step is not None and self.epoch == self.first_step_epoch:
+            return self.t_first_step, self.first_step_steps
+        if self.t_epoch is None:
+            return None
+        return self.t_epoch, 0
+
+    def _record_step_time(self, steps: int) -> None:
+        origin = self._measured_from()
+        if origin is None or self.t_train_end is None:
+            return
+        seconds, count = self.t_train_end - origin[0], steps - origin[1]
+        if seconds > 0 and count > 0:
+            self.step_times[self.epoch] = seconds / count
+
+    @property
+    def compiling(self) -> bool:
+        """True from the start of a fit until its first training step has finished."""
+        return (
+            self.state == "running"
+            and self.t_begin is not None
+            and self.t_first_step is None
+            and not self._epoch_ended
+        )
 
     @property
     def elapsed(self) -> float:
@@ -124,9 +205,87 @@ class ProgressState:
 
     @property
     def rate(self) -> float | None:
-        """Steps per second in the current epoch."""
-        elapsed = self.elapsed
-        return self.step / elapsed if elapsed > 0 and self.step > 0 else None
+        """Steps per second in the current epoch, compile and validation left out.
+
+        In the epoch that compiled, it counts from the end of the first step;
+        once the epoch ended, up to the start of its validation.
+        """
+        origin = self._measured_from()
+        if origin is None or self.t_now is None:
+            return None
+        end = self.t_train_end if self.t_train_end is not None else self.t_now
+        seconds, count = end - origin[0], self.step - origin[1]
+        return count / seconds if seconds > 0 and count > 0 else None
+
+    @property
+    def step_time(self) -> float | None:
+        """Typical post-compile seconds per step.
+
+        The median over the epochs after the one that compiled; that epoch's
+        own post-compile part only when there is no other (it has few steps
+        to share the epoch's fixed costs, such as building the validation
+        iterator); else the live rate.
+        """
+        later = [t for e, t in self.step_times.items() if e != self.first_step_epoch]
+        if later:
+            return _median(later)
+        if self.step_times:
+            return next(iter(self.step_times.values()))
+        rate = self.rate
+        return 1 / rate if rate else None
+
+    @property
+    def compile_time(self) -> float | None:
+        """Estimated train-step compile time: the first step less a typical one's time."""
+        step_time = self.step_time
+        if self.first_step_time is None or step_time is None:
+            return None
+        return max(self.first_step_time - self.first_step_steps * step_time, 0.0)
+
+    @property
+    def validation_compile_time(self) -> float | None:
+        """Estimated test-step compile time: the first pass less a typical later one.
+
+        None with fewer than two validated epochs (the first pass's duration is
+        then only an upper bound: ``validation_times[0]``).
+        """
+        if len(self.validation_times) < 2:
+            return None
+        first, *later = self.validation_times
+        return max(first - _median(later), 0.0)
+
+    def timing_text(self) -> str:
+        """The compile estimates in one line, or '' before the first step.
+
+        E.g. 'compile ≈ 2.2 s (first step 2.3 s) · validation compile ≈ 0.4 s
+        (first pass 0.5 s)'.
+
+        For the final result only: it holds times, so it never goes into
+        ``summary()``.
+        """
+        parts = []
+        if self.first_step_time is not None:
+            # Under steps_per_execution=k the first event covers k steps.
+            count = self.first_step_steps
+            what = "first step" if count == 1 else f"first {count} steps"
+            first = format_seconds(self.first_step_time)
+            compile_time = self.compile_time
+            if compile_time is None:
+                parts.append(f"{what} {first} (compile included)")
+            else:
+                parts.append(f"compile ≈ {format_seconds(compile_time)} ({what} {first})")
+        validation_compile = self.validation_compile_time
+        if validation_compile is not None:
+            parts.append(
+                f"validation compile ≈ {format_seconds(validation_compile)} "
+                f"(first pass {format_seconds(self.validation_times[0])})"
+            )
+        elif self.validation_times:
+            # One pass has nothing to compare with: its duration bounds the compile.
+            parts.append(
+                f"first validation {format_seconds(self.validation_times[0])} (compile included)"
+            )
+        return " · ".join(parts)
 
     @property
     def eta(self) -> float | None:
@@ -148,8 +307,14 @@ class ProgressState:
         return f"Epoch {max(self.epoch, 0) + 1}/{self.epochs}" if self.epoch >= 0 else "starting"
 
     def step_text(self) -> str:
-        """'step 120/400 · 0:03 elapsed · ETA 0:07 · 40.1 steps/s · 1,283 samples/s'."""
+        """'step 120/400 · 0:03 elapsed · ETA 0:07 · 40.1 steps/s · 1,283 samples/s'.
+
+        While the first step compiles: 'step 0/400 · compiling…' (no events
+        arrive then, so an elapsed time would stand still).
+        """
         parts = [f"step {self.step}/{self.steps}" if self.steps else f"step {self.step}"]
+        if self.compiling:
+            return f"{parts[0]} · compiling…"
         parts.append(f"{format_duration(self.elapsed)} elapsed")
         if self.steps:
             parts.append(f"ETA {format_duration(self.eta)}")
@@ -195,6 +360,8 @@ def bar_html(state: ProgressState) -> str:
         extras.append(f"resumed at epoch {state.resumed_at + 1}")
     extra = f' <span style="color:#666">({"; ".join(extras)})</span>' if extras else ""
     status = html.escape(_STATE_TEXT.get(state.state, state.state))
+    if state.compiling:
+        status = "compiling…"
     if state.state != "running" and state.reason:
         status = html.escape(state.reason)
     return (
@@ -209,78 +376,400 @@ def bar_html(state: ProgressState) -> str:
     )
 
 
-def table_html(history: RunHistory, max_rows: int = 12) -> str:
-    """The epoch table: every metric with its validation value (fastprogress style)."""
-    rows = list(history.rows())
-    if not rows:
-        return ""
-    names = [n for n in history.metric_names() if n != "learning_rate"]
-    keys: list[str] = []
-    for n in names:
-        for key in (n, f"val_{n}"):
-            if any(key in logs for _, logs in rows):
-                keys.append(key)
-    head = "".join(f"<th style='padding:1px 8px'>{html.escape(k)}</th>" for k in keys)
-    shown = rows if len(rows) <= max_rows else rows[: max_rows // 2] + rows[-max_rows // 2 :]
-    body = []
-    for i, (epoch, logs) in enumerate(shown):
-        if len(rows) > max_rows and i == max_rows // 2:
-            body.append(f"<tr><td colspan='{len(keys) + 1}' style='color:#888'>…</td></tr>")
-        cells = "".join(
-            f"<td style='padding:1px 8px;text-align:right'>"
-            f"{format_value(logs[k]) if k in logs else ''}</td>"
-            for k in keys
-        )
-        body.append(
-            f"<tr><td style='padding:1px 8px;text-align:right'>{epoch + 1}</td>{cells}</tr>"
-        )
-    return (
-        "<table class='kk-table' style='font-family:sans-serif;font-size:12px;"
-        "border-collapse:collapse'>"
-        f"<thead><tr><th style='padding:1px 8px'>epoch</th>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
+# --- charts and table: the SVG, the plotly figure and the table show the same marks -----
+
+#: Keras's batch-level logs are the epoch's running means so far, not per-batch values.
+BATCH_LABEL = "running mean (Keras batch logs)"
+EPOCH_LABEL = "epoch"
+VALID_LABEL = "validation"
+#: Epochs the live table shows (plus the best one); the final result shows all.
+LIVE_ROWS = 5
+#: A loss whose largest plotted value is more than this times its smallest gets a log axis.
+LOG_SPAN = 100.0
+
+# Substrings of Keras metric names (``val_`` stripped), lower better first:
+# "sparse_categorical_crossentropy" is a loss, "categorical_accuracy" is not.
+_LOWER_BETTER = ("loss", "error", "crossentropy", "hinge", "divergence", "poisson", "mse",
+                 "mae", "mape", "msle")  # fmt: skip
+_HIGHER_BETTER = ("acc", "auc", "precision", "recall", "f1", "fbeta", "iou", "r2", "similarity")
 
 
-def curves_html(history: RunHistory, max_charts: int = 4, max_points: int = 512) -> str:
-    """One small SVG chart per metric: batch-level train line, epoch points, validation.
+def metric_goal(name: str) -> str | None:
+    """'min' for loss-like metrics, 'max' for accuracy-like ones, None when unknown.
 
-    ``max_points`` thins the batch-level line when drawing (live redraws use
-    fewer points: they cost time on the training thread).
+    Example:
+        >>> metric_goal("val_loss"), metric_goal("sparse_categorical_accuracy")
+        ('min', 'max')
     """
+    key = (name[4:] if name.startswith("val_") else name).lower()
+    if key == "learning_rate":
+        return None
+    if any(word in key for word in _LOWER_BETTER):
+        return "min"
+    if any(word in key for word in _HIGHER_BETTER):
+        return "max"
+    return None
+
+
+def best_epoch(history: RunHistory, key: str) -> tuple[int, float] | None:
+    """(absolute epoch, value) of the best finished epoch for ``key``.
+
+    The lowest value for losses, the highest for accuracy-like metrics; the
+    first one on ties (as EarlyStopping keeps it). None when ``key`` has no
+    finite value or its goal is unknown.
+    """
+    goal = metric_goal(key)
+    if goal is None:
+        return None
+    best: tuple[int, float] | None = None
+    for epoch, logs in history.rows():
+        value = logs.get(key)
+        if value is None or not math.isfinite(value):
+            continue
+        if best is None or (value < best[1] if goal == "min" else value > best[1]):
+            best = (epoch, value)
+    return best
+
+
+def _table_best(history: RunHistory) -> tuple[str, int] | None:
+    """The table's best row: lowest val_loss, else lowest loss."""
+    for key in ("val_loss", "loss"):
+        found = best_epoch(history, key)
+        if found is not None:
+            return key, found[0]
+    return None
+
+
+def _cut_epoch(state: ProgressState | None, history: RunHistory) -> tuple[float, float] | None:
+    """(x of its end, x where it stopped) of an epoch a stop cut short, else None."""
+    if state is None or state.state != "stopped_by_user" or state.epoch < 0 or not state.steps:
+        return None
+    if not 0 < state.step < state.steps:
+        return None
+    start = state.epoch + history.offset
+    return start + 1.0, start + state.step / state.steps
+
+
+def run_marks(state: ProgressState | None, history: RunHistory) -> list[_svg.Mark]:
+    """The run's events on the curves' x axis (absolute epochs, as ``history`` counts them).
+
+    Where the run resumed (``TrainBegin.resumed_at``: the start of that
+    epoch), where EarlyStopping or another callback stopped it (the end of
+    its last epoch) and where a stop was asked for (the step it took effect).
+    """
+    if state is None:
+        return []
+    marks = []
+    offset = history.offset
+    if state.resumed_at is not None:
+        marks.append(_svg.Mark(float(state.resumed_at + offset), "resumed", "#9467bd"))
+    if state.epoch >= 0 and state.state == "stopped_by_user":
+        fraction = min(state.step / state.steps, 1.0) if state.steps else 1.0
+        marks.append(
+            _svg.Mark(state.epoch + offset + fraction, "stop asked", _STATE_COLOR[state.state])
+        )
+    elif state.epoch >= 0 and state.state == "stopped_by_callback":
+        label = "early stop" if state.reason.startswith("EarlyStopping") else "callback stop"
+        marks.append(_svg.Mark(state.epoch + offset + 1.0, label, _STATE_COLOR[state.state]))
+    return marks
+
+
+def _spans_decades(lines: list[_svg.Line]) -> bool:
+    ys = [y for line in lines for y in line.ys if math.isfinite(y)]
+    return bool(ys) and min(ys) > 0 and max(ys) > LOG_SPAN * min(ys)
+
+
+def chart_specs(
+    history: RunHistory,
+    state: ProgressState | None = None,
+    *,
+    max_charts: int = 4,
+    max_points: int = 512,
+) -> list[_svg.Chart]:
+    """One chart per metric: the batch running mean, epoch points, validation, marks, best.
+
+    Losses get a log axis when their plotted values span more than two
+    decades. ``max_points`` thins the batch-level line (live redraws use
+    fewer points: they cost time on the render thread).
+    """
+    marks = run_marks(state, history)
+    cut = _cut_epoch(state, history)
+
+    def at(xs: list[float]) -> list[float]:
+        # Keras logs an epoch a stop cut short like any other: draw its point
+        # where it stopped, not at an end the epoch never reached.
+        return [cut[1] if cut is not None and x == cut[0] else x for x in xs]
+
     charts = []
     for name in history.metric_names()[:max_charts]:
         lines = []
         batch = history.batch.get(name)
         if batch is not None and len(batch) > 1:
             step = max(1, -(-len(batch) // max_points))
-            lines.append(_svg.Line(batch.xs[::step], batch.ys[::step], _svg.TRAIN, "", 1.0, 0.45))
+            lines.append(
+                _svg.Line(batch.xs[::step], batch.ys[::step], _svg.TRAIN, BATCH_LABEL, 1.0, 0.45)
+            )
         xs, ys = history.epoch_series(name)
         if xs:
-            lines.append(_svg.Line(xs, ys, _svg.TRAIN, "train", 1.5, 1.0, markers=True))
+            lines.append(_svg.Line(at(xs), ys, _svg.TRAIN, EPOCH_LABEL, 1.5, 1.0, markers=True))
         vx, vy = history.epoch_series(f"val_{name}")
         if vx:
-            lines.append(_svg.Line(vx, vy, _svg.VALID, "validation", 1.5, 1.0, markers=True))
-        if lines:
-            charts.append(_svg.line_chart(name, lines))
+            lines.append(_svg.Line(at(vx), vy, _svg.VALID, VALID_LABEL, 1.5, 1.0, markers=True))
+        if not lines:
+            continue
+        best = None
+        found = best_epoch(history, f"val_{name}")
+        if found is not None:
+            epoch, value = found
+            text = f"best val_{name} {format_value(value)} at epoch {epoch + 1}"
+            best = _svg.Best(at([epoch + 1.0])[0], value, text)
+        loss_like = metric_goal(name) == "min"
+        charts.append(
+            _svg.Chart(
+                name,
+                lines,
+                marks,
+                best,
+                log_y=loss_like and _spans_decades(lines),
+                loss_like=loss_like,
+            )
+        )
+    return charts
+
+
+def _swatch(color: str, *, opacity: float = 1.0, dot: bool = False, ring: bool = False) -> str:
+    if ring:
+        shape = f'<circle cx="9" cy="5" r="4" fill="none" stroke="{color}" stroke-width="1.5"/>'
+    else:
+        shape = (
+            f'<line x1="0" x2="18" y1="5" y2="5" stroke="{color}" stroke-opacity="{opacity}" '
+            f'stroke-width="{1.5 if dot else 1.2}"/>'
+            + (f'<circle cx="9" cy="5" r="2.5" fill="{color}"/>' if dot else "")
+        )
+    return f'<svg width="18" height="10" style="vertical-align:middle">{shape}</svg>'
+
+
+def _legend_html(charts: list[_svg.Chart]) -> str:
+    """One legend above the charts (they share their kinds of lines)."""
+    seen: dict[str, _svg.Line] = {}
+    for chart in charts:
+        for line in chart.lines:
+            seen.setdefault(line.label, line)
+    entries = []
+    for label, line in seen.items():
+        hint = ""
+        if label == BATCH_LABEL:
+            hint = (
+                " title='Keras logs each step as the mean of the epoch so far, "
+                "not the value of that batch'"
+            )
+        swatch = _swatch(line.color, opacity=line.opacity, dot=line.markers)
+        entries.append(f"<span{hint}>{swatch} {html.escape(label)}</span>")
+    if any(chart.best is not None for chart in charts):
+        entries.append(f"<span>{_swatch(_svg.VALID, ring=True)} best validation</span>")
+    return (
+        "<div style='font-family:sans-serif;font-size:11px;color:#444;display:flex;"
+        f"flex-wrap:wrap;gap:2px 12px;margin:2px 0'>{''.join(entries)}</div>"
+    )
+
+
+def _table_columns(history: RunHistory) -> list[str]:
+    rows = list(history.rows())
+    names = [n for n in history.metric_names() if n != "learning_rate"]
+    keys: list[str] = []
+    for n in names:
+        for key in (n, f"val_{n}"):
+            if any(key in logs for _, logs in rows):
+                keys.append(key)
+    return keys
+
+
+def table_html(history: RunHistory, last: int | None = None, scroll_rows: int = 12) -> str:
+    """The epoch table: every metric with its validation value (fastprogress style).
+
+    Args:
+        history: the run's epochs.
+        last: show only the last ``last`` epochs and the best one (the live
+            view, which must stay short); None shows every epoch.
+        scroll_rows: the box around the table scrolls past about this many rows.
+
+    Returns:
+        The table's HTML; the best epoch's row (lowest ``val_loss``, else
+        ``loss``) is highlighted and starred. Empty before the first epoch.
+    """
+    rows = list(history.rows())
+    if not rows:
+        return ""
+    keys = _table_columns(history)
+    best = _table_best(history)
+    best_index = next((i for i, (e, _) in enumerate(rows) if best and e == best[1]), None)
+    shown = list(range(len(rows)))
+    if last is not None and len(rows) > last:
+        tail = set(range(len(rows) - last, len(rows)))
+        shown = sorted(tail if best_index is None else tail | {best_index})
+    pad = "padding:1px 8px"
+    head = "".join(
+        f"<th style='{pad};position:sticky;top:0;background:#fff'>{html.escape(k)}</th>"
+        for k in ["epoch", *keys]
+    )
+    body = []
+    previous = -1
+    for i in shown:
+        if i > previous + 1:
+            hidden = i - previous - 1
+            body.append(
+                f"<tr><td colspan='{len(keys) + 1}' style='{pad};color:#888;text-align:left'>"
+                f"… {hidden} epoch{'s' if hidden != 1 else ''}</td></tr>"
+            )
+        previous = i
+        epoch, logs = rows[i]
+        cells = "".join(
+            f"<td style='{pad};text-align:right'>{format_value(logs[k]) if k in logs else ''}</td>"
+            for k in keys
+        )
+        star, style = "", ""
+        if i == best_index and best is not None:
+            star = f"<span style='color:{_svg.VALID}' title='lowest {best[0]}'>★</span>"
+            style = " style='background:#fff3e0'"
+        body.append(
+            f"<tr{style}><td style='{pad};text-align:right'>{star}{epoch + 1}</td>{cells}</tr>"
+        )
+    caption = ""
+    if best is not None and best_index is not None:
+        caption = (
+            "<caption style='caption-side:bottom;text-align:left;font-size:11px;color:#666'>"
+            f"★ lowest {best[0]}</caption>"
+        )
+    # About 16 px a row at 12 px; the sticky header stays in view while it scrolls.
+    height = (scroll_rows + 1) * 16 + 4
+    return (
+        f"<div class='kk-table-box' style='max-height:{height}px;overflow:auto;"
+        "display:inline-block;max-width:100%'>"
+        "<table class='kk-table' style='font-family:sans-serif;font-size:12px;"
+        "border-collapse:collapse;margin:0'>"
+        f"{caption}<thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _table_figure(history: RunHistory) -> _plotly.Table | None:
+    rows = list(history.rows())
+    if not rows:
+        return None
+    keys = _table_columns(history)
+    best = _table_best(history)
+    text_rows, highlight = [], None
+    for i, (epoch, logs) in enumerate(rows):
+        star = ""
+        if best is not None and epoch == best[1]:
+            star, highlight = "★ ", i
+        text_rows.append(
+            [f"{star}{epoch + 1}"] + [format_value(logs[k]) if k in logs else "" for k in keys]
+        )
+    return _plotly.Table(["epoch", *keys], text_rows, highlight)
+
+
+def curves_html(
+    history: RunHistory,
+    max_charts: int = 4,
+    max_points: int = 512,
+    state: ProgressState | None = None,
+) -> str:
+    """One small SVG chart per metric under one shared legend.
+
+    ``state`` adds the run's marks (resume, early stop, stop asked).
+    """
+    charts = chart_specs(history, state, max_charts=max_charts, max_points=max_points)
     if not charts:
         return ""
     return (
-        "<div class='kk-curves' style='display:flex;flex-wrap:wrap;gap:6px'>"
-        + "".join(f"<div>{c}</div>" for c in charts)
-        + "</div>"
+        "<div class='kk-curves'>"
+        + _legend_html(charts)
+        + "<div style='display:flex;flex-wrap:wrap;gap:6px'>"
+        + "".join(f"<div>{_svg.line_chart(c)}</div>" for c in charts)
+        + "</div></div>"
+    )
+
+
+def curves_figure(
+    state: ProgressState, history: RunHistory, max_points: int = 300
+) -> dict[str, Any] | None:
+    """The final result as a plotly figure: curves, the state line and the epoch table.
+
+    None when there is nothing to plot. Built as plain JSON (no plotly import).
+    """
+    charts = chart_specs(history, state, max_points=max_points)
+    if not charts:
+        return None
+    # The summary's head: its metrics are in the table below the curves.
+    name = f"{state.name}: " if state.name else ""
+    status = _STATE_TEXT.get(state.state, state.state)
+    if state.state in ("stopped_by_user", "failed", "stopped_by_callback") and state.reason:
+        status = state.reason
+    done = f"{state.epochs_done} epoch{'s' if state.epochs_done != 1 else ''}"
+    notes = [f"resumed at epoch {state.resumed_at + 1}"] if state.resumed_at is not None else []
+    notes += [state.timing_text()] if state.timing_text() else []
+    return _plotly.figure(
+        charts,
+        title=f"kernelkit {name}{status} ({done})",
+        subtitle=" · ".join(notes),
+        table=_table_figure(history),
+    )
+
+
+def timing_html(state: ProgressState) -> str:
+    """The compile estimates of the final result (empty when nothing was measured)."""
+    text = state.timing_text()
+    if not text:
+        return ""
+    return (
+        "<div class='kk-timing' style='font-family:sans-serif;font-size:11px;color:#666' "
+        "title='XLA compiles the train step in the first step and the test step in the "
+        "first validation pass; ETA and throughput leave both out'>"
+        f"{html.escape(text)}</div>"
     )
 
 
 def static_html(state: ProgressState, history: RunHistory) -> str:
-    """The final result: header, curves and table, readable without a kernel."""
+    """The final result: header, compile times, curves and table, readable without a kernel."""
     return (
         "<div class='kk-result'>"
         + bar_html(state)
-        + curves_html(history, max_points=300)
+        + timing_html(state)
+        + curves_html(history, max_points=200, state=state)
         + table_html(history)
         + "</div>"
     )
+
+
+def final_bundle(
+    state: ProgressState, history: RunHistory, *, plot: bool = True, interactive: bool = False
+) -> dict[str, Any]:
+    """The display bundle that replaces the live widgets when a fit ends.
+
+    ``text/html`` (SVG curves and the whole epoch table) reads in GitHub,
+    nbviewer and nbconvert; with ``interactive`` the plotly figure, when there
+    are curves, adds hover, zoom and a log/linear switch where a plotly
+    renderer exists; ``text/plain`` is the stable summary line nbval compares.
+
+    The figure is opt-in for now: where a plotly renderer exists (JupyterLab,
+    Notebook 7) it outranks ``text/html``, so the HTML result is not shown,
+    and JupyterLab's renderer saves a ~120 KB PNG snapshot of it into the
+    notebook, past the saved-notebook goal (measured: 160 KB for 20 epochs).
+    """
+    if not plot:
+        return {
+            "text/html": bar_html(state) + timing_html(state) + table_html(history),
+            "text/plain": state.summary(),
+        }
+    bundle: dict[str, Any] = {
+        "text/html": static_html(state, history),
+        "text/plain": state.summary(),
+    }
+    figure = curves_figure(state, history) if interactive else None
+    if figure is not None:
+        bundle[_plotly.MIME] = figure
+    return bundle
 
 
 # --- views --------------------------------------------------------------------------------
@@ -338,6 +827,7 @@ class ProgressView:
         on_stop: Callable[[], None] | None = None,
         *,
         plot: bool = True,
+        interactive: bool = False,
         curve_refresh: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -345,6 +835,7 @@ class ProgressView:
         self.history = history if history is not None else RunHistory()
         self.state = ProgressState()
         self.plot = plot
+        self.interactive = interactive
         self.on_stop = on_stop
         self._curves_throttle = Throttle(curve_refresh, clock)
         self._curves = ""
@@ -449,13 +940,16 @@ class ProgressView:
             if self._handle is None:
                 self.show()
         elif isinstance(event, ev.Step):
+            # Live curves stay SVG redraws: a plotly mime output is a snapshot that
+            # cannot stream without a widget (each update would resend and re-plot
+            # the whole figure), so the plotly figure comes with the final result.
             if self.plot and self._curves_throttle.ready():
-                self._curves = curves_html(self.history, max_points=150)
+                self._curves = curves_html(self.history, max_points=150, state=self.state)
             self._render()
         elif isinstance(event, ev.EpochEnd):
             if self.plot:
-                self._curves = curves_html(self.history, max_points=150)
-            self._table = table_html(self.history)
+                self._curves = curves_html(self.history, max_points=150, state=self.state)
+            self._table = table_html(self.history, last=LIVE_ROWS)
             self._render()
         elif isinstance(event, ev.TrainEnd):
             self.finish()
@@ -504,7 +998,7 @@ class ProgressView:
                 else:
                     self.state.apply(event)
                     if isinstance(event, ev.EpochEnd):
-                        self._table = table_html(self.history)
+                        self._table = table_html(self.history, last=LIVE_ROWS)
             self._apply(batch[-1])
         except Exception as err:
             print(f"kernelkit: the progress view failed to draw: {err!r}", file=sys.stderr)
@@ -514,12 +1008,9 @@ class ProgressView:
         if self._closed:
             return
         self._closed = True
-        bundle = {
-            "text/html": static_html(self.state, self.history)
-            if self.plot
-            else bar_html(self.state) + table_html(self.history),
-            "text/plain": self.state.summary(),
-        }
+        bundle = final_bundle(
+            self.state, self.history, plot=self.plot, interactive=self.interactive
+        )
         if self._handle is not None:
             self._handle.update(bundle, raw=True)
         else:
@@ -554,7 +1045,12 @@ def make_view(callback: Any) -> Any:
         return None
     if display == "text" or (display == "auto" and not in_notebook_kernel()):
         return TextView()
-    view = ProgressView(callback.history, on_stop=callback.request_stop, plot=callback.plot)
+    view = ProgressView(
+        callback.history,
+        on_stop=callback.request_stop,
+        plot=callback.plot,
+        interactive=getattr(callback, "interactive", False),
+    )
     _finish_on_cell_error(view, callback)
     return view
 
