@@ -294,22 +294,7 @@ class LRFindView(ProgressView):
         self._closed = True
         result, error = self._final
         self.bundle = result_bundle(result, error, self._points())
-        if self._handle is not None:
-            self._handle.update(self.bundle, raw=True)
-        else:
-            from IPython.display import display
-
-            display(self.bundle, raw=True)
-        if self.widget is not None:
-            for widget in (
-                self.widget,
-                self.body,
-                self.stop_button,
-                self.body.style,
-                self.stop_button.style,
-                self._layout,
-            ):
-                widget.close()
+        self._replace_with(self.bundle)
 
 
 class LRFindText(TextView):

@@ -1011,6 +1011,10 @@ class ProgressView:
         bundle = final_bundle(
             self.state, self.history, plot=self.plot, interactive=self.interactive
         )
+        self._replace_with(bundle)
+
+    def _replace_with(self, bundle: dict[str, Any]) -> None:
+        """Puts ``bundle`` where the live widgets were, and closes the widgets."""
         if self._handle is not None:
             self._handle.update(bundle, raw=True)
         else:
