@@ -35,7 +35,7 @@ LEG_JAX = KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=8 \
     PATH="$(abspath $(BIN_JAX)):$$PATH" $(BIN_JAX)/python -m pytest \
     tests $(JAX_NOTEBOOKS) -m "not tensorflow and not jupyterlab and not browser" $(NBVAL) -rfEs --durations=15
 
-.PHONY: lab test test-tf test-jax env env-jax chromium clean benchmarks
+.PHONY: lab test test-tf test-jax env env-jax chromium clean benchmarks screenshots
 
 env: $(STAMP)
 
@@ -82,9 +82,31 @@ test-tf: env chromium
 test-jax: env-jax
 	$(LEG_JAX)
 
-benchmarks: env
+# The peers the benchmarks compare against (tqdm, livelossplot, with matplotlib and bokeh) live in
+# build/venv-bench, layered over .venv by one .pth line: kernelkit's runtime and tests never see them.
+VENV_BENCH := build/venv-bench
+BIN_BENCH := $(VENV_BENCH)/bin
+STAMP_BENCH := $(VENV_BENCH)/.peers-installed
+PURELIB := import sysconfig; print(sysconfig.get_path("purelib"))
+
+$(STAMP_BENCH): $(STAMP)
+	test -x $(BIN_BENCH)/python || $(PYTHON) -m venv $(VENV_BENCH)
+	echo "import site; site.addsitedir('$$($(BIN)/python -c '$(PURELIB)')')" \
+	    > "$$($(BIN_BENCH)/python -c '$(PURELIB)')/zz_kernelkit_venv.pth"
+	$(BIN_BENCH)/python -m pip install -q tqdm livelossplot
+	touch $(STAMP_BENCH)
+
+# The peers table on both backends (fresh kernels, about 20 minutes on 2 cores), then the
+# progress memory/size figures and extraction against predict.
+benchmarks: env env-jax $(STAMP_BENCH)
+	PATH="$(abspath $(BIN_BENCH)):$$PATH" $(BIN_BENCH)/python benchmarks/bench_peers.py --backend tensorflow
+	KERAS_BACKEND=jax PATH="$(abspath $(BIN_JAX)):$$PATH" $(BIN_JAX)/python benchmarks/bench_peers.py --backend jax
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/bench_progress.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/bench_extract.py
+
+# The README's pictures (docs/images/), taken in a real JupyterLab in Chromium.
+screenshots: env chromium
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) $(VENV_JAX) labextension/node_modules labextension/lib kernelkit/labextension build dist

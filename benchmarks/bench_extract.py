@@ -15,8 +15,14 @@ Methods:
   submodel    keras.Model(model.inputs, [l.output ...]).predict(x)  (Keras's own recipe,
               the sub-model built once; Sequential/Functional only)
 
+A second table does the same on keras.applications models (weights=None, so
+nothing is downloaded; 96x96x3 inputs, 24 samples, all layers), with the copy
+path as it was before issue 18 (keras.ops.convert_to_numpy, then the column's
+copy) next to today's (a zero-copy view on the TensorFlow CPU, then one copy).
+
 Run:
   TF_CPP_MIN_LOG_LEVEL=3 PYTHONPATH=. .venv/bin/python benchmarks/bench_extract.py [--repeats 9]
+      [--applications MobileNetV2,EfficientNetB0,DenseNet121,NASNetMobile] [--app-repeats 5]
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--applications",
+                        default="MobileNetV2,EfficientNetB0,DenseNet121,NASNetMobile",
+                        help="keras.applications models to time, comma-separated ('' for none)")
+    parser.add_argument("--app-repeats", type=int, default=5)
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -117,6 +127,68 @@ def main() -> None:
     ratio = medians["extract"] / medians["predict"]
     verdict = "meets" if ratio <= 1.5 else "MISSES"
     print(f"extract / predict = {ratio:.2f} ({verdict} the <= 1.5 target)")
+    if args.applications:
+        applications(args.applications.split(","), args.app_repeats)
+
+
+def _copying_fetch(self, outputs):
+    """The fetch before issue 18: convert_to_numpy copies, then the column copies again."""
+    if self._backend == "jax":
+        import jax
+
+        return list(jax.device_get(outputs))
+    return [keras.ops.convert_to_numpy(t) for t in outputs]
+
+
+def applications(names: list[str], repeats: int) -> None:
+    """All-layer extraction next to predict on keras.applications models (CPU figures)."""
+    from kernelkit import extraction
+
+    x = np.random.default_rng(0).random((24, 96, 96, 3), dtype="float32")
+    print(f"\nkeras.applications, weights=None, x {x.shape}, batch_size 32, all layers, "
+          f"{repeats} interleaved repeats, medians (min-max)")
+    print("| model | layers | predict | extract | extract / predict | before (2 copies) / predict "
+          "| activations |")
+    print("|---|---|---|---|---|---|---|")
+    today = extraction._Pass.fetch
+    for name in names:
+        model = getattr(keras.applications, name)(weights=None, input_shape=x.shape[1:])
+        methods = {
+            "predict": lambda: model.predict(x, batch_size=32, verbose=0),
+            "extract": lambda: kernelkit.extract(model, x, batch_size=32),
+            "before": lambda: kernelkit.extract(model, x, batch_size=32),
+        }
+        times: dict[str, list[float]] = {k: [] for k in methods}
+        result = None
+        for _ in range(repeats + 1):  # the first round traces: not counted
+            for kind, run in methods.items():
+                extraction._Pass.fetch = _copying_fetch if kind == "before" else today
+                try:
+                    start = time.perf_counter()
+                    out = run()
+                    times[kind].append(time.perf_counter() - start)
+                finally:
+                    extraction._Pass.fetch = today
+                if kind == "extract":
+                    result = out
+        med = {k: statistics.median(v[1:]) for k, v in times.items()}
+        ratios = [e / p for e, p in zip(times["extract"][1:], times["predict"][1:])]
+        before = [e / p for e, p in zip(times["before"][1:], times["predict"][1:])]
+        size = sum(np.asarray(a).nbytes for a in _leaves(result)) / 2**20
+        print(f"| {name} | {len(result)} | {med['predict'] * 1e3:.0f} ms | "
+              f"{med['extract'] * 1e3:.0f} ms | {statistics.median(ratios):.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) | {statistics.median(before):.2f} | "
+              f"{size:.0f} MiB |", flush=True)
+        del model, result
+        keras.backend.clear_session()
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
 
 
 if __name__ == "__main__":

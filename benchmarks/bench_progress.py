@@ -63,10 +63,11 @@ def run(kind, epochs=5):
 """
 
 
-def start_kernel():
+def start_kernel(**kwargs):
+    """A fresh python3 kernel and its client (``kwargs`` go to the launch, e.g. ``env``)."""
     from jupyter_client.manager import start_new_kernel
 
-    return start_new_kernel(kernel_name="python3", startup_timeout=120)
+    return start_new_kernel(kernel_name="python3", startup_timeout=120, **kwargs)
 
 
 def execute(kc, code, timeout=600):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import reporting as _reporting
 from ._version import __version__
 
 # Public name -> the module (relative to this package) that defines it.
@@ -27,6 +28,13 @@ _API: dict[str, str] = {
     "models": ".session",
     "get": ".session",
     "card": ".session",
+    # the run ledger
+    "runs": ".session",
+    "compare": ".session",
+    "delete_runs": ".session",
+    "export_runs": ".session",
+    "ActivationWatch": ".watch",
+    "activation_stats": ".session",
     # freezing
     "freeze": ".freezing",
     "unfreeze": ".freezing",
@@ -64,7 +72,8 @@ _CALLABLE_MODULES = {"devices", "strategy", "lr_find"}
 
 # Submodules reachable as attributes after a plain ``import kernelkit``.
 _SUBMODULES = {
-    "runs",
+    "checkpoints",
+    "ledger",
     "weights",
     "freezing",
     "finetune",
@@ -89,6 +98,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_API))
+
+
+def _notebook_task(label: str, total: int | None, unit: str = "") -> Any:
+    # The public layer picks what draws long calls; the core only reports.
+    from .views._busy import notebook_task
+
+    return notebook_task(label, total, unit)
+
+
+_reporting.set_factory(_notebook_task)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -107,6 +107,22 @@ def keras_backend(environ: Environ = None, modules: Modules = None) -> str:
         return "tensorflow"
 
 
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported here, without importing it.
+
+    A ``pip install`` since the kernel started counts (the import caches are
+    refreshed first); a broken entry in ``sys.modules`` counts as missing.
+    """
+    import importlib
+    import importlib.util
+
+    try:
+        importlib.invalidate_caches()
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def tf_config(environ: Environ = None) -> dict | None:
     """The parsed TF_CONFIG, or None when unset or unreadable (JSON only, no TensorFlow)."""
     raw = _environ(environ).get("TF_CONFIG", "").strip()

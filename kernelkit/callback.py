@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -123,6 +124,9 @@ def _as_float(value: Any) -> float | None:
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
+# Guards the first non-finite step: batch hooks may run on several of Keras's threads.
+_NAN_LOCK = threading.Lock()
+
 
 def _error_line(error: BaseException) -> str:
     """The informative line of an error, for the failed state.
@@ -166,10 +170,10 @@ class LiveProgress(keras.callbacks.Callback):
             elsewhere), "widget", "text" or "none" (events only, for sinks).
         refresh: the shortest time between two view updates, in seconds.
         plot: whether the view draws curves.
-        interactive: also put a plotly figure of the curves (hover, zoom, a
-            log/linear switch) into the final result, for frontends with a
-            plotly renderer. Off by default: there it hides the static HTML
-            result, and JupyterLab saves a PNG snapshot of it in the notebook.
+        interactive: show the final curves as their own output holding a
+            plotly figure (hover, zoom, a log/linear switch) over the static
+            SVG, beside the HTML header and epoch table; False keeps the
+            whole result as one static HTML output.
         stop_on_nan: stop when the loss becomes NaN or infinite, and show a failed
             state. Keras's own fit goes on (unless ``TerminateOnNaN`` is given);
             kernelkit stops, since every step after that only spreads NaN
@@ -196,7 +200,7 @@ class LiveProgress(keras.callbacks.Callback):
         display: str = "auto",
         refresh: float = 0.5,
         plot: bool = True,
-        interactive: bool = False,
+        interactive: bool = True,
         stop_on_nan: bool = True,
         restore_on_nan: bool = True,
         sink: Sink | Iterable[Sink] | None = None,
@@ -255,21 +259,38 @@ class LiveProgress(keras.callbacks.Callback):
         self.strategy_text: str | None = None
         self.replicas: int | None = None
         self.ran_on: tuple[str, int] | None = None  # what the last fit really ran on
+        # Set by the session before a fit: the model's previous run in the ledger, which the
+        # view draws faintly under this run's curves (a ``kernelkit.ledger.Run``, or None).
+        self.ghost: Any = None
+        # Set by the session before a fit: the user's callbacks' timer and the callbacks
+        # that turn off Keras's async dispatch, for the final result's timing line.
+        self.timer: Any = None
+        self.blockers: list[str] = []
         self.batch_size: int | None = None
         self.resumed_at: int | None = None
+        self._hot = _Hot()
         self._reset_run()
+        self._on_step = _step_hook(self, self._hot)
+        if type(self).on_train_batch_end is LiveProgress.on_train_batch_end:
+            # Keras looks the hook up on the instance each step: the closure skips making
+            # a bound method and going through it.
+            self.on_train_batch_end = self._on_step  # type: ignore[method-assign]
 
     # Keras may dispatch batch hooks from a worker thread on thread-safe
     # backends (JAX, torch); this hook only stores values, so that is safe.
     async_safe = True
 
     def _reset_run(self) -> None:
-        self._next_step = -math.inf  # when the next Step event may go out
+        hot = self._hot
+        hot.batch = -1  # the last step's batch index in this epoch
+        hot.logs = None  # the last step's logs
+        hot.next_step = -math.inf  # when the next Step event may go out
+        hot.check_nan = self.stop_on_nan
+        hot.refresh = self.refresh
+        hot.clock = self.clock
         self._steps: int | None = None
         self._epochs = 0
         self._epoch = -1
-        self._batch = -1
-        self._logs: Mapping[str, Any] | None = None
         self._siblings: list[Any] = []
         self._stop: str | None = None  # "user" or "nan" once we asked Keras to stop
         self._nan_at: tuple[int, int] | None = None
@@ -370,35 +391,28 @@ class LiveProgress(keras.callbacks.Callback):
         if not self._begun:
             self._begin(epoch)
         self._epoch = epoch
-        self._batch = -1
-        self._next_step = -math.inf
+        self._hot.batch = -1
+        self._hot.next_step = -math.inf
         self._validation_time = None
         self._emit(ev.EpochBegin(epoch=epoch, time=self.clock()))
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
-        # The hot path: microseconds. Store, check NaN, maybe emit.
-        if batch <= self._batch:
-            return  # an out-of-order async dispatch
-        self._batch = batch
-        self._logs = logs
-        if self.stop_on_nan and logs:
-            loss = logs.get("loss")
-            if isinstance(loss, float) and not math.isfinite(loss):
-                self._non_finite(loss)
-        if self.clock() >= self._next_step:  # the throttle, inlined: this runs every step
-            self._next_step = self.clock() + self.refresh
-            self._emit_step()
+        # Keras calls the instance's own closure (see __init__); this method serves
+        # subclasses that override the hook and call super().
+        self._on_step(batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        self._emit_step(final=True)
         values = scalar_logs(logs)
         loss = values.get("loss")
         if self.stop_on_nan and self._nan_at is None:
             if loss is not None and not math.isfinite(loss):
                 self._epoch = epoch
-                self._non_finite(loss)
+                self._non_finite(loss, self._hot.batch + 1)
+        # The state copy comes before the events: they wake the render thread, and a copy
+        # that competes with it for the GIL takes several times as long.
         if self._nan_at is None and (loss is None or math.isfinite(loss)):
             self._keep_good_state(epoch)
+        self._emit_step(final=True)
         event = ev.EpochEnd(
             epoch=epoch,
             logs=values,
@@ -452,9 +466,21 @@ class LiveProgress(keras.callbacks.Callback):
 
     # --- internals ---------------------------------------------------------------------
 
-    def _non_finite(self, loss: float) -> None:
-        self._nan_at = (self._epoch, self._step())
-        self._nan_kind = "NaN" if math.isnan(loss) else "inf"
+    def _non_finite(self, loss: float, step: int) -> None:
+        """Records a non-finite loss at ``step`` (1-based) of this epoch and asks Keras to stop.
+
+        Batch hooks may arrive out of order and from several threads (Keras's
+        async dispatch), so the earliest step seen wins, not the first to
+        arrive: a later step's loss is often NaN where the first was inf.
+        """
+        if self._steps is not None:
+            step = min(step, self._steps)  # steps_per_execution can run past the last step
+        at = (self._epoch, max(step, 0))
+        kind = "NaN" if math.isnan(loss) else "inf"
+        with _NAN_LOCK:
+            if self._nan_at is None or at < self._nan_at:
+                self._nan_at = at
+                self._nan_kind = kind
         self.request_stop("nan")
 
     def _keep_good_state(self, epoch: int | None) -> None:
@@ -466,12 +492,14 @@ class LiveProgress(keras.callbacks.Callback):
         if not (self.stop_on_nan and self.restore_on_nan):
             return
         try:
-            weights = [np.array(v) for v in self.model.get_weights()]
-            optimizer = getattr(self.model, "optimizer", None)
-            slots = [np.array(v) for v in optimizer.variables] if optimizer is not None else []
+            model = self.model
+            optimizer = getattr(model, "optimizer", None)
+            slots = list(optimizer.variables) if optimizer is not None else []
+            values = _host_copies([*model.weights, *slots])
         except Exception:  # an unbuilt model: there is nothing to keep yet
             return
-        self._good = (epoch, weights, slots)
+        count = len(values) - len(slots)
+        self._good = (epoch, values[:count], values[count:])
 
     def _restore_good_state(self) -> str:
         """Puts the last finite state back; returns the clause for the final line."""
@@ -491,7 +519,7 @@ class LiveProgress(keras.callbacks.Callback):
         return f"; weights restored to the end of epoch {epoch + 1}"
 
     def _step(self) -> int:
-        step = self._batch + 1
+        step = self._hot.batch + 1
         if self._steps is not None:
             # Under steps_per_execution the batch index can run past the last step.
             step = min(step, self._steps)
@@ -504,9 +532,9 @@ class LiveProgress(keras.callbacks.Callback):
         return f" at epoch {self._epoch + 1}, step {self._step()}{of}"
 
     def _emit_step(self, final: bool = False) -> None:
-        if self._batch < 0 and not final:
+        if self._hot.batch < 0 and not final:
             return
-        values = scalar_logs(self._logs)
+        values = scalar_logs(self._hot.logs)
         self._emit(ev.Step(epoch=self._epoch, step=self._step(), logs=values, time=self.clock()))
 
     def _end(self, state: ev.EndState, reason: str) -> None:
@@ -534,6 +562,75 @@ class LiveProgress(keras.callbacks.Callback):
                 target(event)
             except Exception as err:
                 _warn_once(f"kernelkit: a progress sink failed and was skipped: {err!r}")
+
+
+class _Hot:
+    """What the per-step hook reads and writes, in slots: CPython's cheapest attributes.
+
+    ``LiveProgress`` keeps dozens of attributes in its ``__dict__``; the hook
+    touches only these, through a closure, so a step costs about a microsecond.
+    """
+
+    __slots__ = ("batch", "check_nan", "clock", "logs", "next_step", "refresh")
+
+    batch: int
+    check_nan: bool
+    clock: Callable[[], float]
+    logs: Mapping[str, Any] | None
+    next_step: float
+    refresh: float
+
+
+def _step_hook(callback: LiveProgress, hot: _Hot) -> Callable[..., None]:
+    """``on_train_batch_end`` for ``callback``: the hot path, once per step.
+
+    It stores the step and the logs, checks the loss and reads the clock;
+    everything else waits for the throttle (every ``refresh`` seconds). Each
+    attribute lookup and call counts here, so the NaN test is arithmetic
+    (NaN - NaN and inf - inf are NaN, never 0) rather than a call.
+    """
+
+    def on_train_batch_end(batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        # The loss is checked before the order: under async dispatch (JAX) Keras runs
+        # these hooks on a pool of threads, so step 4's can arrive before step 3's, and
+        # the first non-finite step must still be the one reported.
+        if hot.check_nan and logs:
+            loss = logs.get("loss")
+            if loss.__class__ is float and loss - loss != 0.0:
+                callback._non_finite(loss, batch + 1)
+        if batch <= hot.batch:
+            return  # an out-of-order async dispatch: a later step was shown already
+        hot.batch = batch
+        hot.logs = logs
+        now = hot.clock()
+        if now >= hot.next_step:  # the throttle, inlined
+            hot.next_step = now + hot.refresh
+            callback._emit_step()
+
+    return on_train_batch_end
+
+
+def _host_copies(variables: list[Any]) -> list[np.ndarray]:
+    """Copies of the variables' values in host memory, one copy each.
+
+    ``model.get_weights()`` copies every value and the ``np.array`` around it
+    copied again. On TensorFlow one ``identity_n`` reads every variable in a
+    single op, and NumPy views the results without a copy on the CPU (a
+    variable updated later copies its buffer first, since the read still
+    holds it, so the view stays a snapshot); on a GPU the view is the copy
+    to the host.
+    """
+    values = [v.value for v in variables]
+    if not values:
+        return []
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            return [np.asarray(t) for t in tf.identity_n(values)]
+        except Exception:  # variables identity_n cannot take (a distribution's): one by one
+            return [np.array(keras.ops.convert_to_numpy(v)) for v in values]
+    return [np.array(v) for v in values]
 
 
 _warned: set[str] = set()

@@ -669,6 +669,19 @@ def _cluster(environ: Mapping[str, str]) -> tuple[int, int]:
     return count("chief") + count("worker"), count("ps")
 
 
+#: What ``detect`` asks a probe (the ``Probe`` protocol's methods).
+_PROBE_METHODS = (
+    "environ",
+    "modules",
+    "backend",
+    "versions",
+    "cpu_count",
+    "tpu_chips",
+    "nvidia_gpus",
+    "backend_devices",
+)
+
+
 def detect(probe: Probe | None = None) -> DeviceReport:
     """Detects devices through ``probe`` (default: the real machine). Never cached.
 
@@ -678,6 +691,9 @@ def detect(probe: Probe | None = None) -> DeviceReport:
     Returns:
         A new :class:`DeviceReport`.
 
+    Raises:
+        TypeError: ``probe`` lacks a probe's methods.
+
     Example:
         >>> from kernelkit.devices import FakeProbe, detect
         >>> detect(FakeProbe(environ={}, modules=(), gpus=2)).backend_gpus
@@ -686,6 +702,12 @@ def detect(probe: Probe | None = None) -> DeviceReport:
     """
     start = time.perf_counter()
     probe = probe or SystemProbe()
+    missing = [name for name in _PROBE_METHODS if not callable(getattr(probe, name, None))]
+    if missing:
+        raise TypeError(
+            f"probe={probe!r} ({type(probe).__name__}) is not a device probe (it has no {', '.join(missing)}): "
+            "pass kernelkit.devices.FakeProbe(...) or leave probe out to read this machine"
+        )
     environ = probe.environ()
     modules = probe.modules()
     backend = probe.backend()

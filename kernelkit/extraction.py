@@ -44,6 +44,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from .freezing import check_model, layer_list
+
 __all__ = ["LayerStats", "Scan", "extract", "layer_names", "scan"]
 
 #: What ``extract`` gives for one layer: an array, a list of arrays (one per
@@ -117,14 +119,17 @@ def layer_names(model: keras.layers.Layer) -> list[str]:
 
 
 def _resolve(
-    model: keras.layers.Layer, layers: str | keras.layers.Layer | Sequence[Any] | None
+    model: keras.layers.Layer,
+    layers: str | keras.layers.Layer | Sequence[Any] | None,
+    fn: str = "extract",
 ) -> tuple[list[tuple[str, keras.layers.Layer]], bool]:
     """The target layers and whether the user named them (True) or wants all."""
     everything = _walk(model)
+    layers = layer_list(
+        layers, fn, kinds=(str, keras.layers.Layer), expected="a layer name or path, or a layer"
+    )
     if layers is None:
         return everything, False
-    if isinstance(layers, (str, keras.layers.Layer)):
-        layers = [layers]
     by_path = dict(everything)
     path_of = {id(layer): path for path, layer in everything}
     targets: list[tuple[str, keras.layers.Layer]] = []
@@ -349,6 +354,15 @@ class _Pass:
             import jax
 
             return list(jax.device_get(outputs))  # one wait for all, not one per tensor
+        if self._backend == "tensorflow":
+            import tensorflow as tf
+
+            # np.asarray views a dense CPU tensor without copying (on a GPU it is the copy
+            # to the host); convert_to_numpy copied it, and the column copies it again.
+            return [
+                np.asarray(t) if isinstance(t, tf.Tensor) else keras.ops.convert_to_numpy(t)
+                for t in outputs
+            ]
         return [keras.ops.convert_to_numpy(t) for t in outputs]
 
     def __call__(self, batch: Any) -> list[np.ndarray]:
@@ -492,9 +506,8 @@ def _batches(x: Any, count: int, batch_size: int) -> Iterator[tuple[Any, int]]:
         yield keras.tree.map_structure(lambda a, s=start, e=stop: a[s:e], x), stop - start
 
 
-def _check_args(model: Any, batch_size: Any, max_samples: Any) -> None:
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"model must be a Keras model, got {type(model).__name__}")
+def _check_args(model: Any, batch_size: Any, max_samples: Any, fn: str = "extract") -> None:
+    check_model(model, fn, layer_ok=True)
     if not model.built:
         raise ValueError(
             f"model {model.name!r} has not been built yet: call it once on data (model(x[:1])) "
@@ -576,15 +589,20 @@ def _run(
     # accelerator the copy then overlaps the next batch's compute. For every
     # layer of a model, the copy (not the compute) is most of the time there.
     pending: tuple[list[Any], int] | None = None
+    from .reporting import task  # what draws it is injected (a notebook line)
+
+    progress = task(f"extract {model.name}", -(-count // batch_size), "batches")
     try:
-        for batch, length in _batches(x, count, batch_size):
+        for done, (batch, length) in enumerate(_batches(x, count, batch_size)):
             outputs = guarded(forward.dispatch, batch)
             if pending is not None:
                 yield forward.layout or [], guarded(forward.fetch, pending[0]), pending[1]
             pending = (outputs, length)
+            progress.update(done)
         if pending is not None:
             yield forward.layout or [], guarded(forward.fetch, pending[0]), pending[1]
     finally:
+        progress.close()
         for variable, value in saved:
             variable.assign(value)
 
@@ -857,8 +875,8 @@ def scan(
         ((4, 6, 6, 4), 100)
 
     """
-    _check_args(model, batch_size, max_samples)
-    targets, _ = _resolve(model, layers)
+    _check_args(model, batch_size, max_samples, "extraction.scan")
+    targets, _ = _resolve(model, layers, "extraction.scan")
     x, count = _standardize(model, x)
     keep = min(max_samples, count)
     result = Scan(count=count)

@@ -64,6 +64,7 @@ import keras
 import numpy as np
 
 from . import freezing
+from ._fitting import queued_during_fit
 from .intents import FreezeTo
 
 BNPolicy = Literal["frozen", "train", "inference"]
@@ -284,6 +285,7 @@ def _flags(model: Any) -> dict[int, bool]:
     return {id(layer): bool(layer.trainable) for layer in freezing._all_layers(model)}
 
 
+@queued_during_fit
 def freeze_to(
     model: Any,
     n_or_layer: int | str | Any,
@@ -318,7 +320,10 @@ def freeze_to(
     Returns:
         A :class:`FineTuneReport`: the cut, trainable and non-trainable
         parameters before -> after, where BN runs in inference mode, and
-        the optimizer state.
+        the optimizer state. Called while a kernelkit fit of ``model`` runs
+        (from a callback, another thread), it is queued until the fit ends,
+        with one line saying so, and returns None: recompiling under a
+        running training loop would break it.
 
     Raises:
         TypeError: ``model`` is not a ``keras.Model``, or ``n_or_layer``'s type is wrong.
@@ -548,6 +553,7 @@ def _count(variables: list[Any]) -> int:
     return sum(math.prod(int(d) for d in v.shape) for v in variables)
 
 
+@queued_during_fit
 def layer_lrs(
     model: Any,
     rates: Mapping[Any, Any],
@@ -577,14 +583,19 @@ def layer_lrs(
 
     Returns:
         A :class:`LayerLRsReport`: each group's rate, layers and trainable
-        parameters, the totals before -> after, the optimizer state.
+        parameters, the totals before -> after, the optimizer state. Called
+        while a kernelkit fit of ``model`` runs (from a callback, another
+        thread), it is queued until the fit ends, with one line saying so,
+        and returns None: recompiling under a running training loop breaks it.
 
     Raises:
-        TypeError: ``model`` is not a ``keras.Model``, or a spec's type is wrong.
+        TypeError: ``model`` is not a ``keras.Model``, a spec's type is wrong,
+            or a rate is not a number or a ``LearningRateSchedule``.
         ValueError: the model is not compiled or can't be recompiled, a
             group is not found, a layer is in two groups, two variables in
             different groups share a path (the map matches variables by
-            path), or ``optimizer_state`` is unknown. Nothing changed.
+            path), a rate is not positive and finite, or ``optimizer_state``
+            is unknown. Nothing changed.
 
     Example:
         >>> kernelkit.layer_lrs(model, {"base": 1e-5, "head": 1e-3})  # doctest: +SKIP
@@ -609,6 +620,10 @@ def layer_lrs(
     freezing._check_recompilable(model)
     if not isinstance(rates, Mapping):
         raise TypeError(f"rates must be a mapping {{group: rate}}; got {type(rates).__name__}.")
+    for spec, rate in rates.items():
+        _check_rate(rate, f"the rate of group {_spec_name(spec)!r}")
+    if default is not None:
+        _check_rate(default, "default")
     rows = list(freezing._rows(model))
     old = model.optimizer
     inner = _groups_of(old)
@@ -619,7 +634,7 @@ def layer_lrs(
     members: dict[str, list[Any]] = {}
     layer_counts: dict[str, int] = {}
     for spec in rates:
-        name = spec if isinstance(spec, str) else getattr(spec, "name", str(spec))
+        name = _spec_name(spec)
         found = freezing._resolve(model, rows, spec, "layers")
         layers = {id(r.layer): r.layer for r in found}
         for r in found:
@@ -721,10 +736,33 @@ def layer_lrs(
     )
 
 
+def _spec_name(spec: Any) -> str:
+    """A group's name: the spec itself, or the name of the layer it is."""
+    return spec if isinstance(spec, str) else getattr(spec, "name", str(spec))
+
+
+def _check_rate(rate: Any, what: str) -> None:
+    """Refuses a learning rate that is not a positive finite number, a schedule or a callable.
+
+    A negative rate would make the group ascend the loss, zero would freeze it
+    without saying so, and NaN or inf would spread through its weights; each
+    is caught here, in one line, before anything changes.
+    """
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) or (
+        callable(rate) and not isinstance(rate, type)
+    ):
+        return  # Keras's optimizers take schedules and callables returning the rate
+    fix = "pass a positive learning rate such as 1e-3, or a LearningRateSchedule"
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"layer_lrs: {what} is {rate!r} ({type(rate).__name__}); {fix}.")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"layer_lrs: {what} is {rate!r}, not a positive finite number; {fix}.")
+
+
 def _rate_for(rates: Mapping[Any, Any], name: str) -> Any:
     """The rate given for group ``name`` (specs that are layers are keyed by their name)."""
     for spec, rate in rates.items():
-        if (spec if isinstance(spec, str) else getattr(spec, "name", str(spec))) == name:
+        if _spec_name(spec) == name:
             return rate
     raise KeyError(name)  # pragma: no cover
 

@@ -71,9 +71,10 @@ import difflib
 import fnmatch
 import math
 import numbers
+import reprlib
 import types
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -194,9 +195,113 @@ class _Row:
     is_input: bool = False
 
 
-def _check_model(model: Any, fn: str) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"kernelkit.{fn}() expects a keras.Model; got {type(model).__name__}.")
+def _a(value: Any) -> str:
+    """What ``value`` is, in a few words: "an int (42)", "a str ('clf')", "None"."""
+    if value is None:
+        return "None"
+    kind = type(value).__name__
+    if isinstance(value, keras.layers.Layer):
+        return f"a {kind} layer ({value.name!r})"
+    shown = reprlib.repr(value)
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    return f"{article} {kind} ({shown})" if shown != kind else f"{article} {kind}"
+
+
+def check_model(model: Any, fn: str, *, arg: str = "model", layer_ok: bool = False) -> None:
+    """The one check of a public function's model argument: one line naming what it expected.
+
+    Every public function (``freeze``, ``reset_states``, ``extract``, ``fit``,
+    ``card``...) calls it first, so a wrong argument reads the same everywhere.
+
+    Args:
+        model: what the caller passed.
+        fn: the public function's name, as the user calls it (``"freeze"``).
+        arg: the argument's name.
+        layer_ok: also accept a single Keras layer (``extract`` runs on layers too).
+
+    Raises:
+        TypeError: ``model`` is not a ``keras.Model`` (nor a layer, with ``layer_ok``).
+
+    Example:
+        >>> check_model(42, "state_summary")  # doctest: +SKIP
+        TypeError: kernelkit.state_summary() expects a keras.Model; got an int (42): pass ...
+    """
+    if isinstance(model, keras.layers.Layer if layer_ok else keras.Model):
+        return
+    wanted = "a keras.Model or layer" if layer_ok else "a keras.Model"
+    if arg != "model":
+        wanted += f" as {arg}"
+    if isinstance(model, str):
+        fix = f"pass the model itself, e.g. kernelkit.{fn}(kernelkit.get({model!r}))"
+    elif isinstance(model, keras.layers.Layer):
+        fix = "pass the model that holds this layer"
+    else:
+        fix = "pass a Sequential, Functional or subclassed Keras model"
+    raise TypeError(f"kernelkit.{fn}() expects {wanted}; got {_a(model)}: {fix}")
+
+
+_check_model = check_model  # the name the sibling modules (finetune) already use
+
+
+def layer_list(
+    layers: Any,
+    fn: str,
+    *,
+    kinds: tuple[type, ...],
+    expected: str,
+    arg: str = "layers",
+    hint: str = "",
+    check_items: bool = True,
+) -> list[Any] | None:
+    """The one check of a layer argument: None, one spec, or a list of specs -> a list.
+
+    ``freeze``, ``reset_states``, ``extract`` and ``ResetStates`` take one layer
+    spec or a list of them; this turns the argument into a list, or says in
+    one line what was expected. A dict is refused (iterating it would
+    silently take its keys).
+
+    Args:
+        layers: what the caller passed.
+        fn: the public function's name.
+        kinds: the types one spec may have (bools are never specs).
+        expected: what a spec is, in words ("names or paths (str)").
+        arg: the argument's name.
+        hint: added after the fix (e.g. the model's stateful layers).
+        check_items: also check each item's type (False: the caller's
+            resolver checks each spec itself).
+
+    Returns:
+        None for None, else the specs as a list.
+
+    Raises:
+        TypeError: one line naming the argument, what it got and what it takes.
+    """
+    if layers is None:
+        return None
+    tail = f"; {hint}" if hint else ""
+
+    def wrong(value: Any, where: str = "") -> TypeError:
+        fix = f"; pass its name, {value.name!r}" if isinstance(value, keras.layers.Layer) else ""
+        return TypeError(
+            f"kernelkit.{fn}(): {arg} must be {expected}, or a list of them, got "
+            f"{_a(value)}{where}{fix}{tail}"
+        )
+
+    def is_spec(value: Any) -> bool:
+        return isinstance(value, kinds) and not isinstance(value, bool)
+
+    if is_spec(layers):
+        return [layers]
+    if not check_items and not isinstance(layers, (Mapping, Iterable)):
+        return [layers]  # one spec of a wrong type: the resolver says what a spec is
+    if isinstance(layers, (Mapping, bool)) or not isinstance(layers, Iterable):
+        raise wrong(layers)
+    items = list(layers)
+    if check_items:
+        for item in items:
+            if not is_spec(item):
+                raise wrong(item, f" in {arg}")
+    return items
 
 
 def _rows(model: Any, prefix: str = "", depth: int = 0, ancestors: tuple = ()) -> Iterator[_Row]:
@@ -317,19 +422,22 @@ def _resolve(model: Any, rows: list[_Row], spec: Any, arg: str) -> list[_Row]:
     return found
 
 
-def _targets(model: Any, rows: list[_Row], layers: Any, up_to: Any) -> list[_Row]:
+def _targets(
+    model: Any, rows: list[_Row], layers: Any, up_to: Any, fn: str = "set_trainable"
+) -> list[_Row]:
     chosen: list[_Row] = []
     if layers is None and up_to is None:
         chosen = [r for r in rows if r.depth == 0 and not r.is_input]
     elif layers is not None:
-        specs = (
-            [layers]
-            if isinstance(layers, (str, numbers.Integral, keras.layers.Layer))
-            else list(layers)
-            if isinstance(layers, Iterable)
-            else [layers]
+        specs = layer_list(
+            layers,
+            fn,
+            kinds=(str, numbers.Integral, keras.layers.Layer),
+            expected="a name, an index, a glob like 'block3_*', a path like 'base/conv2' or "
+            "a layer",
+            check_items=False,  # _resolve says what a spec is, for up_to too
         )
-        for spec in specs:
+        for spec in specs or []:
             chosen += _resolve(model, rows, spec, "layers")
     if up_to is not None:
         found = _resolve(model, rows, up_to, "up_to")
@@ -547,7 +655,18 @@ def _check_recompilable(model: Any) -> None:
 def _strategy_scope(model: Any) -> Any:
     # TensorFlow: optimizer variables belong in the model's strategy scope.
     strategy = getattr(model, "distribute_strategy", None)
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+    if strategy is not None:
+        return strategy.scope()
+    # JAX: in the distribution the model was registered with (its %%kmodel cell's), so that
+    # a new optimizer's variables lie on the model's devices (else fit fails: "incompatible
+    # devices for jitted computation"). Looked up in sys.modules: the core imports no session.
+    import sys
+
+    session = sys.modules.get("kernelkit.session")
+    entry = session.entry_for(model) if session is not None else None
+    if entry is None:
+        return contextlib.nullcontext()
+    return session.in_distribution(entry.strategy)
 
 
 def _clone_optimizer(optimizer: Any) -> Any:
@@ -730,11 +849,16 @@ def set_trainable(
         True
 
     """
-    _check_model(model, "set_trainable")
+    return _set_trainable(model, layers, trainable, up_to, "set_trainable")
+
+
+def _set_trainable(model: Any, layers: Any, trainable: bool, up_to: Any, fn: str) -> FreezeReport:
+    """set_trainable's body; ``fn`` is the public function the user called, for its lines."""
+    _check_model(model, fn)
     if not isinstance(trainable, bool):
         raise TypeError(f"trainable must be True or False; got {trainable!r}.")
     rows = list(_rows(model))
-    targets = _targets(model, rows, layers, up_to)
+    targets = _targets(model, rows, layers, up_to, fn)
     compiled_flags = _compiled_flags(model)  # snapshot before any change
     before = _param_counts(model)
     everything = _all_layers(model)
@@ -784,7 +908,7 @@ def _change(
     _check_model(model, fn)
     if recompile and _is_compiled(model):
         _check_recompilable(model)  # before any flag changes
-    report = set_trainable(model, layers, trainable, up_to=up_to)
+    report = _set_trainable(model, layers, trainable, up_to, fn)
     if recompile and report.needs_recompile:
         info = _recompile(model)
         return dataclasses.replace(report, needs_recompile=False, recompiled=True, note=str(info))

@@ -41,6 +41,18 @@ The suggestion
     plain SGD did not train at all. ``beta=0.8`` (the default) follows a
     100-step sweep closely; the divergence check uses the same average.
 
+Layer groups (discriminative rates)
+    A model with :func:`kernelkit.layer_lrs` in place trains with a
+    ``MultiOptimizer``, one inner optimizer per group. The sweep scales every
+    group by the same factor, so the groups keep the ratios of their rates
+    (as fastai's finder does with discriminative rates): the swept rate is
+    that of the reference group, the group with the highest rate among those
+    that train (usually the head), and every other group runs at its ratio
+    to it. The suggestion is the reference group's rate; ``found.rates`` and
+    ``found.default`` are every group's rate at the same ratios, ready for
+    ``kernelkit.layer_lrs(model, found.rates, default=found.default)``. A
+    group's rate is read when the sweep starts (a schedule's current value).
+
 Example:
     >>> found = kernelkit.lr_find(model, x, y, batch_size=64)  # doctest: +SKIP
     >>> model.optimizer.learning_rate = found.suggestion  # doctest: +SKIP
@@ -60,6 +72,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import freezing
 from .callback import _HISTORIES, LiveProgress
 from .history import RunHistory
 
@@ -121,6 +134,13 @@ class LRFindResult:
             "user" (the Stop button or an interrupt) or "data" (the data ran
             out first).
         restored: True once the model was put back as it was.
+        diverge: the multiple of its minimum at which the loss diverged.
+        group: the reference group swept (the layer group with the highest
+            rate, see :func:`kernelkit.layer_lrs`); None for one optimizer.
+        ratios: ``(group, rate / the reference's rate)`` for every group, in
+            the optimizer's order (the default group last); empty for one
+            optimizer.
+        default_group: the group of the layers in no group (``"rest"``), or None.
 
     """
 
@@ -140,6 +160,45 @@ class LRFindResult:
     stopped: str = "end"
     restored: bool = True
     diverge: float = 4.0
+    group: str | None = None
+    ratios: tuple[tuple[str, float], ...] = ()
+    default_group: str | None = None
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """Each named group's suggested rate: the suggestion times its ratio.
+
+        For :func:`kernelkit.layer_lrs`: ``layer_lrs(model, found.rates,
+        default=found.default)`` gives every group its rate at the ratios the
+        sweep kept. Empty for one optimizer.
+        """
+        return {
+            name: self.suggestion * ratio
+            for name, ratio in self.ratios
+            if name != self.default_group
+        }
+
+    @property
+    def default(self) -> float | None:
+        """The suggested rate of the default group (layers in no group), or None."""
+        for name, ratio in self.ratios:
+            if name == self.default_group:
+                return self.suggestion * ratio
+        return None
+
+    def groups_text(self) -> str:
+        """How the layer groups were swept and what to pass back, in words ("" for one group)."""
+        if self.group is None:
+            return ""
+        others = ", ".join(f"{n} x{r:.3g}" for n, r in self.ratios if n != self.group)
+        rates = ", ".join(f"{n!r}: {_rate(r)}" for n, r in self.rates.items())
+        default = self.default
+        return (
+            f"every group swept at its ratio to {self.group!r} ({others or 'no others'}): "
+            f"layer_lrs(model, {{{rates}}}"
+            + (f", default={_rate(default)}" if default is not None else "")
+            + ")"
+        )
 
     @property
     def ran(self) -> int:
@@ -159,9 +218,11 @@ class LRFindResult:
         """The one-line ``text/plain`` of the final output."""
         head = f"kernelkit lr_find {self.model}: " if self.model else "kernelkit lr_find: "
         last = self.lrs[-1] if self.lrs else self.end_lr
+        group = f" for group {self.group!r}" if self.group is not None else ""
+        groups = f" · {self.groups_text()}" if self.group is not None else ""
         return (
-            f"{head}suggested learning rate {_rate(self.suggestion)} ({self.method}; "
-            f"minimum / 10: {_rate(self.min_over_10)}) · {self.ran} steps from "
+            f"{head}suggested learning rate {_rate(self.suggestion)}{group} ({self.method}; "
+            f"minimum / 10: {_rate(self.min_over_10)}){groups} · {self.ran} steps from "
             f"{_rate(self.start_lr)} to {_rate(last)}, {self.stop_text()}"
             + (" · model restored" if self.restored else "")
         )
@@ -258,8 +319,12 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     1% and more than twice the noise, or the loss "never decreased" (a
     dip of one noisy batch is not a rate to suggest). The steepest descent
     is the most negative slope of the smoothed loss against log10 of the
-    rate between the end of that first tenth and the minimum (past the
-    minimum the loss only climbs).
+    rate between the onset of the descent and the minimum (past the
+    minimum the loss only climbs). The onset is the last point before the
+    minimum still at the starting level (within half that margin), and not
+    before the end of the first tenth: on a curve that stays flat for
+    decades, as when a trained head is fine-tuned, a noisy dip on the flat
+    part is not the descent.
 
     Args:
         lrs: the rates each smoothed value describes, increasing.
@@ -281,7 +346,8 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     start = float(np.median(values[:warm]))
     noise = float(np.std(values[:warm]))
     best = warm + int(np.nanargmin(values[warm:]))
-    if not values[best] < start - max(0.01 * abs(start), 2 * noise):
+    margin = max(0.01 * abs(start), 2 * noise)
+    if not values[best] < start - margin:
         raise LRFindError(
             f"the loss never decreased from {start:.4g} (beyond its noise) between learning "
             f"rates {_rate(lrs[0])} and {_rate(lrs[-1])}: check the data, the loss and the "
@@ -291,7 +357,9 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     logs = np.log10(np.asarray(lrs[: best + 1], dtype="float64"))
     part = values[: best + 1]
     slopes = np.gradient(part, logs)
-    first = min(warm - 1, best)
+    level = np.flatnonzero(part[:best] >= start - margin / 2)
+    onset = int(level[-1]) if level.size else 0
+    first = max(min(warm - 1, best), min(onset, best))
     steepest = first + int(np.argmin(slopes[first:]))
     return float(lrs[steepest]), float(lrs[best])
 
@@ -302,13 +370,15 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
 
 
 class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
-    """``start_lr * (end_lr / start_lr) ** ((step - offset) / (steps - 1))``, clipped.
+    """``scale * start_lr * (end_lr / start_lr) ** ((step - offset) / (steps - 1))``, clipped.
 
     Args:
         start_lr: the rate at ``step == offset``.
         end_lr: the rate at ``step == offset + steps - 1`` (and after).
         steps: the number of steps of the sweep.
         offset: the optimizer's ``iterations`` when the sweep starts.
+        scale: a factor on every rate: a layer group's ratio to the swept
+            group, so that the groups keep their ratios (0 holds a group at 0).
 
     Example:
         >>> ExponentialSweep(1e-4, 1.0, 5)(4)  # doctest: +SKIP
@@ -316,22 +386,26 @@ class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
 
     """
 
-    def __init__(self, start_lr: float, end_lr: float, steps: int, offset: int = 0) -> None:
+    def __init__(
+        self, start_lr: float, end_lr: float, steps: int, offset: int = 0, scale: float = 1.0
+    ) -> None:
         self.start_lr = float(start_lr)
         self.end_lr = float(end_lr)
         self.steps = int(steps)
         self.offset = int(offset)
+        self.scale = float(scale)
 
     def rate(self, index: int) -> float:
         """The rate of the sweep's step ``index`` (0-based), in Python."""
         t = min(max(index / max(self.steps - 1, 1), 0.0), 1.0)
-        return self.start_lr * math.exp(t * math.log(self.end_lr / self.start_lr))
+        return self.scale * self.start_lr * math.exp(t * math.log(self.end_lr / self.start_lr))
 
     def __call__(self, step: Any) -> Any:
         ops = keras.ops
         t = (ops.cast(step, "float32") - float(self.offset)) / float(max(self.steps - 1, 1))
         t = ops.clip(t, 0.0, 1.0)
-        return self.start_lr * ops.exp(t * math.log(self.end_lr / self.start_lr))
+        start = self.scale * self.start_lr
+        return start * ops.exp(t * math.log(self.end_lr / self.start_lr))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -339,6 +413,7 @@ class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
             "end_lr": self.end_lr,
             "steps": self.steps,
             "offset": self.offset,
+            "scale": self.scale,
         }
 
 
@@ -445,6 +520,63 @@ def _base_optimizers(optimizer: Any) -> list[Any]:
     if multi is not None and isinstance(optimizer, multi):
         return [o for inner in optimizer.optimizers for o in _base_optimizers(inner)]
     return [optimizer]
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """The layer groups of a MultiOptimizer, as the sweep scales them.
+
+    Attributes:
+        names: each target optimizer's group name (as layer_lrs names them).
+        ratios: each target's rate divided by the reference's.
+        reference: the index of the reference target (the swept one).
+        default: the name of the default group (the layers in no group), or None.
+    """
+
+    names: tuple[str, ...]
+    ratios: tuple[float, ...]
+    reference: int
+    default: str | None
+
+    @property
+    def many(self) -> bool:
+        return len(self.names) > 1
+
+
+def _current_rate(optimizer: Any) -> float:
+    """An optimizer's learning rate now (a schedule's value at its iterations)."""
+    try:
+        value = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except Exception:  # noqa: BLE001 - an unusual rate: the group then sweeps at ratio 1
+        return math.nan
+    return value
+
+
+def _groups(optimizer: Any, targets: list[Any]) -> _Groups:
+    """Each target's name and ratio to the reference group (the highest rate that trains)."""
+    if len(targets) < 2:
+        return _Groups(("",), (1.0,), 0, None)
+    from .finetune import _group_name, _unwrap
+
+    rates = [_current_rate(o) for o in targets]
+    training = [
+        i for i, o in enumerate(targets) if getattr(o, "_trainable_variables", None)
+    ] or list(range(len(targets)))
+    # max() keeps the first of equal rates: a named group before the default, last in the map.
+    reference = max(training, key=lambda i: rates[i] if math.isfinite(rates[i]) else -math.inf)
+    top = rates[reference]
+    usable = math.isfinite(top) and top > 0
+    ratios = tuple(
+        r / top if usable and math.isfinite(r) and r >= 0 else 1.0 for r in rates
+    )
+    table = getattr(_unwrap(optimizer), "_optimizer_map", None)
+    default = getattr(table, "default_optimizer", None)
+    return _Groups(
+        tuple(_group_name(o) for o in targets),
+        ratios,
+        reference,
+        _group_name(default) if default is not None and default in targets else None,
+    )
 
 
 class _Snapshot:
@@ -561,8 +693,7 @@ def _keras_fit(model: Any) -> Callable[..., Any]:
 
 
 def _check(model: Any, start_lr: float, end_lr: float, steps: int, diverge: float) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"kernelkit.lr_find() expects a keras.Model; got {type(model).__name__}.")
+    freezing.check_model(model, "lr_find")
     name = model.name
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise LRFindError(
@@ -585,8 +716,6 @@ def _check(model: Any, start_lr: float, end_lr: float, steps: int, diverge: floa
         )
     if not diverge > 1:
         raise LRFindError(f"diverge={diverge!r} must be more than 1 (a multiple of the minimum)")
-    from . import freezing
-
     flags = freezing._compiled_flags(model)
     if flags is not None and freezing._differences(model, flags):
         raise LRFindError(
@@ -650,10 +779,17 @@ def lr_find(
     with a plotly figure and a one-line ``text/plain``. Validation,
     callbacks and ``epochs`` of the fit arguments are left out.
 
+    With layer groups (:func:`kernelkit.layer_lrs`) every group is swept
+    at its ratio to the group with the highest rate (the reference, usually
+    the head), so the ratios hold; ``start_lr`` and ``end_lr`` are that
+    group's rates, the suggestion is its rate, and ``found.rates`` /
+    ``found.default`` give every group's rate at the same ratios.
+
     Afterwards the weights (BatchNormalization statistics and seed states
     included), the optimizer's variables (``iterations``, slots, its
     learning rate), a compiled learning-rate schedule, the compiled train
-    function and ``model.history`` are what they were, also when the sweep
+    function and ``model.history`` are what they were (every group's
+    optimizer, its ``iterations`` and rate or schedule), also when the sweep
     fails or is interrupted. An optimizer that was never used is built
     first (its state is where a first fit would start).
 
@@ -688,6 +824,10 @@ def lr_find(
         >>> found = kernelkit.lr_find(model, x_train, y_train, batch_size=64)  # doctest: +SKIP
         kernelkit lr_find model: suggested learning rate 3.16e-03 (steepest descent ...
         >>> model.optimizer.learning_rate = found.suggestion  # doctest: +SKIP
+        >>> kernelkit.layer_lrs(model, {"base": 1e-5, "head": 1e-3})  # doctest: +SKIP
+        >>> found = kernelkit.lr_find(model, x_train, y_train, batch_size=64)  # doctest: +SKIP
+        kernelkit lr_find model: suggested learning rate 2.51e-03 for group 'head' ...
+        >>> kernelkit.layer_lrs(model, found.rates, default=found.default)  # doctest: +SKIP
 
     """
     _check(model, start_lr, end_lr, steps, diverge)
@@ -724,11 +864,19 @@ def lr_find(
                 optimizer.build(model.trainable_variables)
         snapshot = _Snapshot(model)
         targets = _base_optimizers(optimizer)
+        groups = _groups(optimizer, targets)
+        # One factor for every group: each runs at its ratio to the reference group's rate.
         sweeps = [
-            ExponentialSweep(start_lr, end_lr, steps, int(keras.ops.convert_to_numpy(o.iterations)))
-            for o in targets
+            ExponentialSweep(
+                start_lr,
+                end_lr,
+                steps,
+                int(keras.ops.convert_to_numpy(o.iterations)),
+                scale=ratio,
+            )
+            for o, ratio in zip(targets, groups.ratios, strict=True)
         ]
-        sweep = _Sweep(sweeps[0], steps, diverge, beta, sizes)
+        sweep = _Sweep(sweeps[groups.reference], steps, diverge, beta, sizes)
         live = LiveProgress(display="none", model_name=shown)
         view = None
         failure: BaseException | None = None
@@ -766,7 +914,7 @@ def lr_find(
             view.conclude(None, f"lr_find failed: {type(failure).__name__}: {failure}")
         raise failure
     try:
-        result = _analyse(shown, sweep, start_lr, end_lr, steps, diverge, beta)
+        result = _analyse(shown, sweep, start_lr, end_lr, steps, diverge, beta, groups)
     except LRFindError as err:
         if view is not None:
             view.conclude(None, f"lr_find {shown}: {err}")
@@ -784,6 +932,7 @@ def _analyse(
     steps: int,
     diverge: float,
     beta: float,
+    groups: _Groups | None = None,
 ) -> LRFindResult:
     lrs, losses = sweep.lrs, sweep.losses
     if len(lrs) < MIN_STEPS:
@@ -821,6 +970,13 @@ def _analyse(
         stopped=sweep.stopped,
         restored=True,
         diverge=diverge,
+        group=groups.names[groups.reference] if groups is not None and groups.many else None,
+        ratios=(
+            tuple(zip(groups.names, groups.ratios, strict=True))
+            if groups is not None and groups.many
+            else ()
+        ),
+        default_group=groups.default if groups is not None and groups.many else None,
     )
 
 

@@ -46,7 +46,10 @@ class KernelkitMagics(Magics):
         "--resume", default=None, help="Directory for BackupAndRestore: resume after a crash."
     )
     @argument(
-        "--checkpoint", default=None, help="Save the best weights (by val_loss) to this path."
+        "--checkpoint",
+        default=None,
+        help="Save the best weights to this path: by val_loss, or by the training loss for a "
+        "fit without validation data.",
     )
     @argument(
         "--tensorboard",
@@ -58,6 +61,12 @@ class KernelkitMagics(Magics):
         action="store_true",
         help="Run kernelkit.lr_find on the cell's fit arguments instead of training: it "
         "sweeps the learning rate, suggests one and leaves the model as it was.",
+    )
+    @argument(
+        "--watch",
+        action="store_true",
+        help="Record each layer's activation mean, spread and dead units once per epoch, on "
+        "a probe of the fit's first 32 inputs; the card's Activations tab shows them.",
     )
     @line_cell_magic
     def kmodel(self, line: str, cell: str | None = None) -> Any:
@@ -78,7 +87,9 @@ class KernelkitMagics(Magics):
             args = parse_argstring(self.kmodel, line)
         except UsageError as err:
             # argparse says what is wrong ("unrecognized arguments: --bogus"); add the fix.
-            raise UsageError(f"%kmodel: {err}; see %kmodel? for every option and its values") from None
+            raise UsageError(
+                f"%kmodel: {err}; see %kmodel? for every option and its values"
+            ) from None
         if cell is None:
             return self._line(args)
         return self._cell(args, cell)
@@ -86,19 +97,15 @@ class KernelkitMagics(Magics):
     def _line(self, args: Any) -> Any:
         from . import session
 
+        # Every option but NAME and --devices belongs to the cell magic: read them from the
+        # parser itself, so an option added later is refused here too.
+        defaults = parse_argstring(self.kmodel, "")
         given = [
-            option
-            for option, value in (
-                ("--strategy", args.strategy != "auto"),
-                ("--seed", args.seed is not None),
-                ("--deterministic", args.deterministic),
-                ("--no-card", args.no_card),
-                ("--workers", args.workers is not None),
-                ("--resume", args.resume is not None),
-                ("--checkpoint", args.checkpoint is not None),
-                ("--tensorboard", args.tensorboard),
-            )
-            if value
+            action.option_strings[0]
+            for action in self.kmodel.parser._actions
+            if action.option_strings
+            and action.dest not in ("devices", "help")
+            and getattr(args, action.dest) != getattr(defaults, action.dest)
         ]
         if given:
             raise UsageError(
@@ -141,6 +148,7 @@ class KernelkitMagics(Magics):
                 checkpoint=_unquote(args.checkpoint),
                 tensorboard=args.tensorboard,
                 lr_find=args.lr_find,
+                watch=args.watch,
             )
         except (ValueError, TypeError, KeyError, OSError) as err:
             message = err.args[0] if err.args else str(err)

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import intents
 from ._fitting import queued_during_fit
+from .freezing import check_model, layer_list
 
 #: The auto-reset policies: never, at the start of each epoch, once per fit.
 EVERY = ("never", "epoch", "fit")
@@ -173,14 +174,23 @@ def fixed_batch_size(model: Any) -> int | None:
 # --------------------------------------------------------------------------
 
 
-def _resolve(model: Any, found: dict[str, Any], names: str | Sequence[str]) -> list[str]:
+def _layer_names(layers: Any, fn: str, found: dict[str, Any] | None = None) -> list[str] | None:
+    """A ``layers`` argument as a list of names (None stays None); one line on a wrong type."""
+    return layer_list(
+        layers,
+        fn,
+        kinds=(str,),
+        expected="names or paths (str) of stateful layers",
+        hint=f"stateful layers: {list(found)}" if found else "",
+    )
+
+
+def _resolve(
+    model: Any, found: dict[str, Any], names: str | Sequence[str], fn: str = "reset_states"
+) -> list[str]:
     """Maps names or paths to stateful-layer paths; raises before anything changes."""
-    if isinstance(names, str):
-        names = [names]
     chosen: list[str] = []
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"layers must be names or paths (str), got {type(name).__name__}.")
+    for name in _layer_names(names, fn, found) or []:
         if name in found:
             matches = [name]
         else:
@@ -223,13 +233,15 @@ def reset_states(model: Any, layers: str | Sequence[str] | None = None) -> list[
     Raises:
         ValueError: the model has no stateful layer, or a name is unknown,
             ambiguous or not stateful (nothing is reset then).
-        TypeError: a name is not a string.
+        TypeError: ``model`` is not a Keras model, or ``layers`` is neither a
+            name, a path nor a list of them (one line listing the stateful layers).
 
     Example:
         >>> kernelkit.reset_states(model)  # doctest: +SKIP
         ['lstm']
 
     """
+    check_model(model, "reset_states")
     found = stateful_layers(model)
     if not found:
         raise ValueError(
@@ -416,6 +428,9 @@ def state_summary(model: Any) -> StateSummary:
         name, shape, L2 norm), with a text and an HTML table as reprs. It is
         empty for a model without stateful layers.
 
+    Raises:
+        TypeError: ``model`` is not a Keras model.
+
     Example:
         >>> kernelkit.state_summary(model)  # doctest: +SKIP
         States of model 'sequential': 1 stateful layer, batch size 32
@@ -424,6 +439,7 @@ def state_summary(model: Any) -> StateSummary:
         lstm   LSTM   c      (32, 32)  6.029
 
     """
+    check_model(model, "state_summary")
     found = stateful_layers(model)
     if found:
         _sync(model)
@@ -484,6 +500,7 @@ class ResetStates(keras.callbacks.Callback):
     def __init__(self, every: str = "epoch", layers: str | Sequence[str] | None = None):
         super().__init__()
         _check_every(every)
+        _layer_names(layers, "ResetStates")  # a wrong type now, not at the first epoch
         self.every = every
         self.layers = layers
         self.resets = 0

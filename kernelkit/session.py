@@ -8,6 +8,7 @@ queued until the fit ends otherwise (stop requests act at once).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import inspect
@@ -71,6 +72,8 @@ class Entry:
     listeners: list[Callable[[], None]] = field(default_factory=list)
     fit_options: dict[str, Any] = field(default_factory=dict)
     sample: Any = None  # a few inputs of the last fit, for the Features tab
+    seed: int | None = None  # the cell's --seed, kept in the run ledger
+    watch: Any = None  # the ActivationWatch of the last fit under --watch
 
     @property
     def history(self) -> RunHistory:
@@ -147,12 +150,10 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _check_model(model: Any, what: str = "model") -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"{what} is a {type(model).__name__}, not a keras.Model; pass a Sequential, "
-            "Functional or subclassed Keras model"
-        )
+def _check_model(model: Any, fn: str) -> None:
+    from .freezing import check_model  # the one check every public function shares
+
+    check_model(model, fn)
 
 
 def register(name: str, model: Any, *, strategy: Any = None) -> Entry:
@@ -177,7 +178,7 @@ def register(name: str, model: Any, *, strategy: Any = None) -> Entry:
         >>> kernelkit.register("clf", model)  # doctest: +SKIP
     """
     _check_name(name)
-    _check_model(model)
+    _check_model(model, "register")
     old = _REGISTRY.get(name)
     if old is not None and old.model is not model:
         _unpatch(old.model)
@@ -420,13 +421,128 @@ def models() -> ModelTable:
     return ModelTable(list(_REGISTRY.values()))
 
 
+def _ledger_name(model: Any) -> str | None:
+    """A registered name from a name, a registered model, or None (every model)."""
+    if model is None or isinstance(model, str):
+        return model
+    entry = entry_for(model)
+    if entry is None:
+        raise KernelkitError(
+            "runs are kept for registered models: pass the name given to %%kmodel or "
+            "kernelkit.register(NAME, model)"
+        )
+    return entry.name
+
+
+def runs(model: Any = None, which: Any = None) -> Any:
+    """The recorded runs of a model, as a table that reads without a kernel.
+
+    Every fit of a registered model (a ``%%kmodel`` cell's included) is kept
+    in the run ledger (``kernelkit.ledger``: SQLite in ``.kernelkit/`` next to
+    the notebook), so the table survives a kernel restart.
+
+    Args:
+        model: a registered name or model; None for every model's runs.
+        which: which runs: a run id, -1 for the latest, a state ("finished"),
+            a filter on the recorded settings (``{"learning_rate": 1e-3}``), a
+            function of the run, or a list of these; default all.
+
+    Returns:
+        A ``RunTable``: shown as a table, indexed as a list of ``ledger.Run``,
+        with ``.sort("val_loss")``.
+
+    Raises:
+        KernelkitError: a model that is not registered.
+        ValueError: a run id that is not there.
+
+    Example:
+        >>> kernelkit.runs("mnist").sort("val_loss")  # doctest: +SKIP
+    """
+    from .views.ledger import runs as table
+
+    return table(_ledger_name(model), which)
+
+
+def compare(model: Any = None, which: Any = None, metrics: Any = None) -> Any:
+    """Overlay the curves of chosen runs: one chart per metric, one colour per run.
+
+    Args:
+        model: a registered name or model, None for every model, or a table
+            from :func:`runs`.
+        which: which runs, as in :func:`runs`; default all.
+        metrics: the metrics to draw; default loss, val_loss and one more.
+
+    Example:
+        >>> kernelkit.compare("mnist", which=[-2, -1])  # doctest: +SKIP
+    """
+    from .views.ledger import RunTable, compare as overlay
+
+    return overlay(model if isinstance(model, RunTable) else _ledger_name(model), which, metrics)
+
+
+def delete_runs(model: Any, which: Any) -> int:
+    """Delete chosen runs of a model from the ledger; returns how many went.
+
+    Args:
+        model: a registered name or model.
+        which: which runs, as in :func:`runs` (required: nothing is deleted by default).
+    """
+    from . import ledger
+
+    book = ledger.Ledger()
+    chosen = ledger.select(book.runs(_ledger_name(model)), which)
+    return book.delete(r.id for r in chosen)
+
+
+def export_runs(model: Any, log_dir: str, which: Any = None) -> list[str]:
+    """Write chosen runs as TensorBoard event files under ``log_dir``; returns their folders.
+
+    Example:
+        >>> kernelkit.export_runs("mnist", "tb")  # then: %tensorboard --logdir tb  # doctest: +SKIP
+    """
+    from . import ledger
+
+    chosen = ledger.select(ledger.Ledger().runs(_ledger_name(model)), which)
+    return ledger.export_tensorboard(chosen, log_dir)
+
+
+def activation_stats(model: Any) -> Any:
+    """The activation statistics of the model's last ``--watch`` fit, as heat strips.
+
+    Args:
+        model: a registered model (or its name) trained in a ``%%kmodel NAME --watch`` cell.
+
+    Returns:
+        A ``WatchResult``: one row per layer, one cell per epoch, for the mean,
+        the spread and the share of dead units; ``.watch`` holds the numbers.
+
+    Raises:
+        KernelkitError: the model is not registered, or was not trained under ``--watch``.
+
+    Example:
+        >>> kernelkit.activation_stats("mlp")  # doctest: +SKIP
+    """
+    entry = _REGISTRY.get(model) if isinstance(model, str) else entry_for(model)
+    if entry is None:
+        raise KernelkitError(
+            f"{model!r} is not a registered model: pass the NAME of a %%kmodel NAME --watch cell"
+        )
+    if entry.watch is None:
+        raise KernelkitError(
+            f"{entry.name} was not trained under --watch: add --watch to its %%kmodel line"
+        )
+    from .views.watch import WatchResult
+
+    return WatchResult(entry.watch)
+
+
 def card(model: Any) -> Any:
     """Returns the interactive model card of ``model`` (a model or a registered name)."""
     from .views.card import ModelCard
 
     if isinstance(model, str):
         model = get(model)
-    _check_model(model)
+    _check_model(model, "card")
     entry = entry_for(model)
     return ModelCard(model, entry)
 
@@ -505,7 +621,9 @@ def fit(
             (Keras's JAX distribution); see ``kernelkit.workers``.
         resume: a directory for ``BackupAndRestore``: re-running continues
             at the right epoch.
-        checkpoint: a path for best-weights checkpointing (``val_loss``).
+        checkpoint: a path for best-weights checkpointing: the epoch with the
+            lowest ``val_loss``, or, for a fit without validation data, the
+            lowest training ``loss`` (one line says so when the fit starts).
         tensorboard: True (or a run name) to write TensorBoard logs under
             ``runs/NAME/<timestamp>``.
         **kwargs: every other ``Model.fit`` argument.
@@ -515,7 +633,8 @@ def fit(
 
     Raises:
         FitRefused: the fit cannot work (uneven batches over the devices, a
-            stateful model under JAX...): nothing ran and nothing changed.
+            stateful model under JAX, a ``resume`` backup that is damaged or
+            of another architecture...): nothing ran and nothing changed.
         TypeError: an argument ``Model.fit`` does not take, as Keras says it.
 
     Example:
@@ -557,7 +676,7 @@ def _fit(
 ) -> Any:
     """kernelkit.fit's body; ``keras_fit`` is Keras's own fit when a subclass's override
     called ``super().fit`` (so the override runs once), else None: ``type(model).fit``."""
-    _check_model(model)
+    _check_model(model, "fit")
     entry = entry_for(model)
     # Options from the %%kmodel line: the cell's fits and the model's later fits inherit them.
     inherited = dict(entry.fit_options) if entry is not None else {}
@@ -587,6 +706,15 @@ def _fit(
     live.model_name = live.model_name or name
 
     planned = entry.strategy if entry is not None else (cell["strategy"] if cell else None)
+    if resume:
+        from . import checkpoints
+
+        try:
+            # Before anything changes (a recompile, a restore): a damaged backup or one
+            # of another architecture is one line, and nothing trains.
+            checkpoints.check_resume(resume, model)
+        except ValueError as err:
+            raise FitRefused(str(err).splitlines()[0]) from None
     if workers is None:
         try:
             notes = _before_fit(model, entry, planned, x, kwargs)
@@ -596,7 +724,8 @@ def _fit(
         for note in notes:
             print(note)
 
-    extra = _run_callbacks(model, name, resume, checkpoint, tensorboard, live)
+    validating = kwargs.get("validation_data") is not None or bool(kwargs.get("validation_split"))
+    extra = _run_callbacks(model, name, resume, checkpoint, tensorboard, live, validating)
     before = extra  # BackupAndRestore first: it moves the initial epoch
     if entry is not None and entry.auto_reset != "never":
         from .rnn_state import ResetStates
@@ -631,18 +760,55 @@ def _fit(
     if entry is not None:
         entry.live = live
         entry.sample = _sample(x) if x is not None else entry.sample
+    # The run ledger: every fit of a registered model (or of the cell's NAME), written at
+    # the fit's begin, each epoch end and its end only; never per step.
+    recorder = None
+    if (entry is not None or cell is not None) and _ledger_on():
+        from . import ledger
+
+        seed = entry.seed if entry is not None else (cell or {}).get("seed")
+        recorder = ledger.recorder_for(model, name, {**kwargs, "x": x, "y": y}, seed=seed)
+        live.ghost = _previous_run(name)
+        live.sinks.append(recorder)
+    watch = _watch_for(entry, cell, x)
+    if watch is not None:
+        passed = [*passed, watch] if given_list is None else passed
+        if given_list is not None:
+            watch.set_model(model)
+            given_list.callbacks.append(watch)
+            added.append(watch)
     _CURRENT.append(live)
     if cell is not None:
         cell["fits"].append((model, live))
     run = keras_fit if keras_fit is not None else type(model).fit
+    # Where the time goes: the user's own callbacks are timed (only the hooks they
+    # override, so Keras's async choice is unchanged), and any that turn off Keras's
+    # async dispatch are named in the final result.
+    from .timing import CallbackTimer, async_blockers
+
+    users = [c for c in callbacks if c is not live]
+    timer = CallbackTimer(users)
+    live.timer = timer
+    live.blockers = async_blockers(users)
     try:
-        with _graceful_interrupt(live), in_distribution(planned):
+        with _graceful_interrupt(live), in_distribution(planned), timer.timing():
             history = run(model, x, y, callbacks=passed, **kwargs)
     except BaseException as err:
         live.fail(err)
+        from .checkpoints import ResumeMismatch
+
+        if isinstance(err, ResumeMismatch):  # an unbuilt model's backup, checked once built
+            raise FitRefused(str(err)) from None
         raise
     finally:
         _CURRENT.remove(live)
+        if recorder is not None:
+            live.sinks.remove(recorder)
+        if watch is not None:
+            if entry is not None:
+                entry.watch = watch
+            elif cell is not None:
+                cell["watch"] = watch
         if given_list is not None:
             given_list.callbacks[:] = [
                 c for c in given_list.callbacks if not any(c is o for o in [*before, *added])
@@ -665,6 +831,37 @@ def _worker_options() -> tuple[str, ...]:
         and name not in _FIT_SIGNATURE.parameters
         and name != "workers"
     )
+
+
+def _ledger_on() -> bool:
+    from . import ledger
+
+    return ledger.enabled()
+
+
+def _previous_run(name: str) -> Any:
+    """The epochs of NAME's last finished run in the ledger, for the live view's ghost curve."""
+    from . import ledger
+
+    try:
+        runs = [r for r in ledger.Ledger().runs(name) if r.epochs and r.state != "running"]
+    except ledger.LedgerError:
+        return None
+    return runs[-1] if runs else None
+
+
+def _watch_for(entry: Entry | None, cell: dict[str, Any] | None, x: Any) -> Any:
+    """An ActivationWatch on the fit's first 32 inputs, under ``--watch``; else None."""
+    wanted = (cell or {}).get("watch_on") or (entry is not None and entry.fit_options.get("watch"))
+    if not wanted:
+        return None
+    probe = _sample(x, 32) if x is not None else None
+    if probe is None:
+        print("kernelkit: --watch needs arrays as x (a probe batch is taken from them); skipped")
+        return None
+    from .watch import ActivationWatch
+
+    return ActivationWatch(probe)
 
 
 def _in_notebook() -> bool:
@@ -738,14 +935,18 @@ def _run_callbacks(
     checkpoint: str | None,
     tensorboard: bool | str,
     live: LiveProgress,
+    validating: bool = True,
 ) -> list[Any]:
     extra: list[Any] = []
     if resume:
-        from . import runs
+        from . import checkpoints
 
-        state = runs.resumed_state(resume)
+        state = checkpoints.resumed_state(resume)
         # Restore first: BackupAndRestore moves the initial epoch in on_train_begin.
-        extra.extend(runs.resume_callbacks(resume))
+        for callback in checkpoints.resume_callbacks(resume):
+            if isinstance(callback, checkpoints.ResumeBackup) and model.built:
+                callback.checked_model = model  # _fit compared the backup with it already
+            extra.append(callback)
         if state is not None:
             live.resumed_at = state.epoch
             history = history_for(model)
@@ -754,16 +955,26 @@ def _run_callbacks(
             else:  # the same model after a stop: the epoch it cut short is done again
                 history.drop_from(state.epoch + history.offset)
     if checkpoint:
-        from . import runs
+        from . import checkpoints
 
-        extra.append(runs.checkpoint_callback(checkpoint))
+        # Without validation data there is no val_loss: Keras would only warn each epoch
+        # and keep nothing, so the best epoch is the one with the lowest training loss.
+        extra.append(
+            checkpoints.checkpoint_callback(checkpoint, monitor="val_loss" if validating else "loss")
+        )
+        if not validating:
+            print(
+                f"kernelkit {name}: no validation data, so the checkpoint {checkpoint} keeps the "
+                "epoch with the lowest training loss; pass validation_data or validation_split "
+                "to keep the lowest val_loss instead"
+            )
     if tensorboard:
-        from . import runs
+        from . import checkpoints
 
         run_name = tensorboard if isinstance(tensorboard, str) else name
-        cb, logdir = runs.tensorboard_callback(run_name)
+        cb, logdir = checkpoints.tensorboard_callback(run_name)
         extra.append(cb)
-        print(runs.tensorboard_hint(logdir))
+        print(checkpoints.tensorboard_hint(logdir))
     return extra
 
 
@@ -838,6 +1049,7 @@ def run_cell(
     checkpoint: str | None = None,
     tensorboard: bool = False,
     lr_find: bool = False,
+    watch: bool = False,
 ) -> Any:
     """Runs a ``%%kmodel NAME`` cell: scope, seed, live fits, registration, card.
 
@@ -855,6 +1067,9 @@ def run_cell(
         tensorboard: write TensorBoard logs for the cell's fits.
         lr_find: run ``kernelkit.lr_find`` on each ``Model.fit`` call of the cell
             instead of training (the fit returns its ``LRFindResult``).
+        watch: record each layer's activation statistics once per epoch, on a
+            probe of the fit's first 32 inputs (``kernelkit.watch``); the card
+            shows them.
 
     Returns:
         The model card (displayed by IPython) or None with ``show_card=False``.
@@ -895,19 +1110,24 @@ def run_cell(
         raise KernelkitError(
             f"{', '.join(used)} cannot run in workers yet; drop it or train without --workers"
         )
-    if resume or checkpoint:
-        from . import runs
+    # Checked before the cell runs: a bad path, a damaged backup or a missing engine
+    # is a one-line usage error, not a traceback from inside the user's fit.
+    if workers is not None:
+        from .workers import check_engine
 
-        # Checked before the cell runs: a bad path is a one-line usage error, not a
-        # traceback from inside the user's fit.
+        try:
+            check_engine()
+        except ImportError as err:
+            raise KernelkitError(str(err)) from None
+    if resume or checkpoint or tensorboard:
+        from . import checkpoints
+
         if resume:
-            runs.resume_callbacks(resume)
+            checkpoints.check_resume(resume)  # the folder and the backup's files
         if checkpoint:
-            runs.checkpoint_callback(checkpoint)
-    if tensorboard:
-        from . import runs
-
-        runs.check_tensorboard()
+            checkpoints.checkpoint_callback(checkpoint)
+        if tensorboard:
+            checkpoints.check_tensorboard(name)  # the package, and runs/NAME can be made
     from .strategy import scope as strategy_scope
 
     chosen, users = _choose_strategy(strategy)
@@ -934,6 +1154,8 @@ def run_cell(
         "fits": [],
         "strategy": None if _is_default(chosen) else chosen,
         "lr_find": lr_find,
+        "seed": seed_value,
+        "watch_on": watch,
     }
     refused: list[Any] = []
     # A fit refused inside the cell is a UsageError: the magic shows it as its own
@@ -945,6 +1167,7 @@ def run_cell(
             contextlib.nullcontext() if users else strategy_scope(chosen),
             _fits_get_progress(),
             _cell_context(context),
+            _history_not_echoed(shell),
         ):
             result = shell.run_cell(cell, store_history=False)
     finally:
@@ -953,10 +1176,16 @@ def run_cell(
         else:
             shell.show_usage_error = own
     if not result.success:
+        earlier = before is not missing and _REGISTRY.get(name) is not None
+        kept = ""
+        if earlier and _REGISTRY[name].model is before and user_ns.get(name) is not before:
+            # Lose nothing: NAME stays the registered model, as the registry says.
+            user_ns[name] = before
+            kept = f"; the earlier {name} was kept"
         if refused:
-            raise KernelkitError(f"{refused[0]} (nothing was registered)")
+            raise KernelkitError(f"{refused[0]} (nothing was registered{kept})")
         raise CellError(
-            f"the %%kmodel {name} cell raised (traceback above); nothing was registered"
+            f"the %%kmodel {name} cell raised (traceback above); nothing was registered{kept}"
         )
     model = user_ns.get(name, missing)
     if model is missing or model is before:
@@ -977,6 +1206,10 @@ def run_cell(
         )
     entry = register(name, model, strategy=context["strategy"])
     entry.fit_options = {k: v for k, v in fit_options.items() if v}
+    if watch:
+        entry.fit_options["watch"] = True
+    entry.seed = seed_value
+    entry.watch = context.get("watch", entry.watch)
     for fitted, live in context["fits"]:
         if fitted is model:
             _record_run(entry, live)
@@ -986,6 +1219,56 @@ def run_cell(
 
 
 _FIT_DEFAULTS: list[dict[str, Any]] = []
+
+
+class _QuietHistory(ast.NodeTransformer):
+    """Wraps the cell's last expression so that a ``History`` it gives is not echoed.
+
+    The card is the cell's result: ``model.fit(...)`` as the last line would
+    otherwise add ``<keras.src.callbacks.history.History at 0x...>`` between
+    the live result and the card. Any other value is echoed as usual.
+    """
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        last = node.body[-1] if node.body else None
+        if isinstance(last, ast.Expr):
+            call = ast.Call(
+                func=ast.Attribute(
+                    value=ast.Call(
+                        func=ast.Name(id="__import__", ctx=ast.Load()),
+                        args=[ast.Constant("kernelkit.session")],
+                        keywords=[ast.keyword("fromlist", ast.Constant(("_",)))],
+                    ),
+                    attr="_echoed",
+                    ctx=ast.Load(),
+                ),
+                args=[last.value],
+                keywords=[],
+            )
+            last.value = ast.copy_location(call, last.value)
+            ast.fix_missing_locations(last)
+        return node
+
+
+def _echoed(value: Any) -> Any:
+    """What the cell's last expression shows: nothing for a History, else the value."""
+    return None if isinstance(value, keras.callbacks.History) else value
+
+
+@contextlib.contextmanager
+def _history_not_echoed(shell: Any) -> Iterator[None]:
+    """Runs the cell with :class:`_QuietHistory` among the shell's AST transformers."""
+    transformers = getattr(shell, "ast_transformers", None)
+    if transformers is None:
+        yield
+        return
+    quiet = _QuietHistory()
+    transformers.append(quiet)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # IPython drops a transformer that failed
+            transformers.remove(quiet)
 
 
 def _choose_strategy(spec: str) -> tuple[Any, bool]:

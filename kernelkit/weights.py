@@ -30,6 +30,7 @@ them, and the layers we did not match get their own values back unchanged.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import re
@@ -45,6 +46,7 @@ import numpy as np
 import yaml
 
 from ._fitting import queued_during_fit
+from .freezing import _a, check_model
 
 PathLike = Union[str, "os.PathLike[str]"]
 Shape = tuple[int, ...]
@@ -188,10 +190,12 @@ def load_weights(
         the file or the model lacks them, and the mismatched layers.
 
     Raises:
+        TypeError: ``model`` is not a Keras model, or ``path`` is not a path.
         FileNotFoundError: there is no file at ``path``.
         IsADirectoryError: ``path`` is a directory.
         ValueError: the model is not built; the file is not a Keras weights
-            file or is damaged; the architecture differs (by position); no
+            file or is damaged (truncated: the line says to save it again or
+            use another copy); the architecture differs (by position); no
             layer name is shared (by name); or shapes differ and
             ``skip_mismatch`` is False (the message lists every mismatched
             layer with both shapes). In every case the model is unchanged.
@@ -207,6 +211,12 @@ def load_weights(
         (('dense_1',), ('new_dense',))
 
     """
+    check_model(model, "load_weights")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"kernelkit.load_weights(): path is {_a(path)}, not a file path; pass the "
+            ".weights.h5, .keras or .h5 file's path as a str"
+        )
     path_str = os.fspath(path)
     if not os.path.exists(path_str):
         raise FileNotFoundError(f"No weights file at {path_str!r}: check the path.")
@@ -244,6 +254,7 @@ def to_yaml(model: keras.Model) -> str:
         >>> clone = kernelkit.model_from_yaml(text)
 
     """
+    check_model(model, "to_yaml")
     config = json.loads(model.to_json())
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
@@ -275,8 +286,15 @@ def model_from_yaml(
 
     Raises:
         ValueError: the text is not YAML, holds a Python tag, is not a model
-            config, or needs unsafe deserialization while ``safe_mode`` is on.
-        TypeError: the config names a class Keras cannot find.
+            config, names a function or class of ``os``, ``subprocess``,
+            ``builtins`` and the like (refused before Keras reads it), needs
+            unsafe deserialization while ``safe_mode`` is on, or holds a value
+            Keras refuses (one line: Keras's innermost reason).
+        TypeError: the config names a class Keras cannot find: one line with
+            the closest Keras name for a misspelling and the fix
+            (``register_keras_serializable`` or ``custom_objects``, never
+            proposed for a name that is also a function of ``os``,
+            ``subprocess`` or ``builtins``).
 
     Example:
         >>> clone = kernelkit.model_from_yaml(kernelkit.to_yaml(model))
@@ -299,6 +317,7 @@ def model_from_yaml(
             "This YAML is not a Keras model config (it needs 'class_name' and 'config'): "
             "write it with kernelkit.to_yaml(model)."
         )
+    _refuse_system_functions(config)
     try:
         if "module" in config:
             model = keras.saving.deserialize_keras_object(
@@ -306,29 +325,155 @@ def model_from_yaml(
             )
         else:  # tf.keras 2 wrote configs without "module" keys
             model = _legacy_model_from_config(config, dict(custom_objects or {}), safe_mode)
-    except TypeError as e:
-        match = re.search(r"Could not locate (?:class|function) '([^']+)'", str(e))
-        if match is None:
-            raise
-        name = match.group(1)
-        raise TypeError(
-            f"Unknown class or function {name!r} in the YAML: decorate it with "
-            "@keras.saving.register_keras_serializable() or pass "
-            f"custom_objects={{{name!r}: {name}}}."
-        ) from None
-    except ValueError as e:
-        if "safe_mode" in str(e) or "unsafe" in str(e).lower():
+    except (TypeError, ValueError) as e:
+        text = str(e)
+        if isinstance(e, ValueError) and ("safe_mode" in text or "unsafe" in text.lower()):
             raise ValueError(
                 "Refused under safe_mode: the YAML holds Python bytecode (a Lambda layer "
                 "or function); pass safe_mode=False only if you trust this file."
             ) from None
-        raise
+        # Keras nests each level's failure in the next one's message ("Exception
+        # encountered: ..."), config dumps included: say the innermost reason, in one line.
+        raise _config_error(e) from None
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"The YAML describes a {type(model).__name__}, not a model: "
             "write it with kernelkit.to_yaml(model)."
         )
     return model
+
+
+# Modules whose functions a config must never name: the hint would hand Keras
+# os.system or builtins.eval through custom_objects.
+_SYSTEM_MODULES = frozenset(
+    {"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "importlib", "runpy",
+     "pty", "ctypes", "pickle", "marshal", "socket", "code", "codeop"}
+)  # fmt: skip
+
+
+def _system_function(name: str) -> str | None:
+    """The module of os, subprocess or builtins that has a function called ``name``, if any."""
+    import builtins
+    import subprocess
+
+    for module in (os, subprocess, builtins):
+        if callable(getattr(module, name, None)):
+            return module.__name__
+    return None
+
+
+def _refuse_system_functions(config: Any) -> None:
+    """Refuses, in one line, a config entry that names a function of os, subprocess..."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            module = node.get("module")
+            if isinstance(module, str) and module.split(".")[0] in _SYSTEM_MODULES:
+                inner = node.get("config")
+                name = node.get("registered_name") or (
+                    inner
+                    if node.get("class_name") == "function" and isinstance(inner, str)
+                    else node.get("class_name")
+                )
+                raise ValueError(
+                    f"Refused: the YAML names {module}.{name}; kernelkit never builds "
+                    "anything of os, subprocess, builtins and the like from a config: "
+                    "remove that entry from the YAML."
+                )
+            stack.extend(node.values())
+
+
+def _config_error(error: BaseException) -> Exception:
+    """Keras's deserialization error as kernelkit's one line with the hint."""
+    text = str(error)
+    reasons = [r.strip() for r in re.split(r"Exception encountered:", text)]
+    innermost = reasons[-1].splitlines()[0] if reasons[-1] else text.splitlines()[0]
+    patterns = (
+        # Keras 3: a class or function of no known module (a user's own class).
+        (r"Could not locate (class|function) '([^']+)'", None),
+        # Keras 3: a misspelled class in a keras module.
+        (r"Could not deserialize '([\w.]+)\.(\w+)' because it is not a KerasSaveable", "class"),
+        # tf.keras 2 configs, read by Keras's legacy reader.
+        (
+            r"Unknown (layer|activation|initializer|regularizer|constraint|loss|metric|"
+            r"optimizer|object)[^:]*: '?([\w.]+)'?",
+            None,
+        ),
+    )
+    for pattern, kind in patterns:
+        found = re.findall(pattern, text)
+        if not found:
+            continue
+        first, name = found[-1]
+        module = first if kind == "class" else _module_in(text)
+        what = "class" if kind == "class" else first
+        return TypeError(_unknown_hint(what, name, module))
+    bad_module = re.findall(
+        r"Could not deserialize class '(\w+)' because its parent module "
+        r"([\w.]+) cannot be imported",
+        text,
+    )
+    if bad_module:
+        name, module = bad_module[-1]
+        return TypeError(
+            f"Unknown module {module!r} for class {name!r} in the YAML: fix its module "
+            "(Keras's own layers are in keras.layers), or import the module that defines it."
+        )
+    activation = re.findall(r"Could not interpret (\w+) function identifier: (\S+)", text)
+    if activation:
+        kind, name = activation[-1]
+        close = difflib.get_close_matches(name, _keras_names(kind), n=1)
+        maybe = f" (did you mean {close[0]!r}?)" if close else ""
+        return ValueError(
+            f"Unknown {kind} {name!r} in the YAML{maybe}: fix the name, or pass your own "
+            f"function as custom_objects={{{name!r}: {name}}}."
+            if _system_function(name) is None
+            else f"Unknown {kind} {name!r} in the YAML{maybe}: fix the name."
+        )
+    return ValueError(
+        f"Cannot build a model from this YAML: {_first_line(innermost)} "
+        "(fix that entry, or write the YAML again with kernelkit.to_yaml(model))."
+    )
+
+
+def _module_in(text: str) -> str | None:
+    """The module an error's config dump names for the failing object, if it names one."""
+    found = re.findall(r"'module': '([\w.]+)'", text)
+    return found[-1] if found else None
+
+
+def _keras_names(kind: str) -> list[str]:
+    """Keras's own names of a kind, for "did you mean": layers, activations..."""
+    source = {"activation": keras.activations}.get(kind, keras.layers)
+    return [n for n in dir(source) if not n.startswith("_")]
+
+
+def _unknown_hint(what: str, name: str, module: str | None) -> str:
+    """Unknown class 'Dnese' in the YAML (did you mean 'Dense'?): the fix, never os.system."""
+    keras_module = module is None or module.split(".")[0] == "keras"
+    kind = "activation" if "activation" in what else "layer"
+    close = difflib.get_close_matches(name, _keras_names(kind), n=1) if keras_module else []
+    notes = ([f"module {module}"] if module else []) + (
+        [f"did you mean {close[0]!r}?"] if close else []
+    )
+    label = "class or function" if what == "object" else what
+    head = f"Unknown {label} {name!r} in the YAML" + (f" ({'; '.join(notes)})" if notes else "")
+    system = _system_function(name)
+    if system is not None:
+        # custom_objects={'system': system} would hand Keras os.system itself.
+        return (
+            f"{head}: {name!r} is also a function of {system}, which kernelkit never "
+            "passes to Keras; if it is your own class, decorate it with "
+            "@keras.saving.register_keras_serializable() and import it first."
+        )
+    fix = "fix its class_name, or for your own class " if close else "for your own class, "
+    return (
+        f"{head}: {fix}decorate it with @keras.saving.register_keras_serializable() or pass "
+        f"custom_objects={{{name!r}: {name}}}."
+    )
 
 
 def _legacy_model_from_config(
@@ -349,6 +494,16 @@ def _legacy_model_from_config(
 
 def _first_line(text: str) -> str:
     return " ".join(text.split())[:200]
+
+
+def _damaged(path: str, detail: str, kind: str = "file", where: str = "") -> ValueError:
+    """The one line for a weights file that cannot be read: what broke, and the fix."""
+    inside = f"{where!r} in " if where else ""
+    return ValueError(
+        f"Cannot read {inside}{path!r} (truncated or damaged {kind}: {_first_line(detail)}); "
+        "the model is unchanged: save the weights again (model.save_weights(...), or "
+        "model.save(...) for a .keras file) or use another copy of the file."
+    )
 
 
 # --------------------------------------------------------------------------
@@ -393,12 +548,12 @@ class _open_weights:
                 self._member = self._archive.open(_ARCHIVE_WEIGHTS, "r")
                 self._file = h5py.File(self._member, "r")
             except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise ValueError(
-                    f"Cannot read the weights in {path!r} (truncated or damaged .keras "
-                    f"archive: {_first_line(str(e))})."
-                ) from None
+                raise _damaged(path, str(e), ".keras archive") from None
             return "archive", self._file
         if not h5py.is_hdf5(path):
+            with open(path, "rb") as f:
+                if f.read(4) == b"PK\x03\x04":  # a zip's first entry, but no directory at its end
+                    raise _damaged(path, "no zip directory at its end", ".keras archive")
             hint = (
                 " (sharded .weights.json files are read by model.load_weights)"
                 if path.endswith(".json")
@@ -411,9 +566,7 @@ class _open_weights:
         try:
             self._file = h5py.File(path, "r")
         except OSError as e:
-            raise ValueError(
-                f"Cannot read {path!r} (truncated or damaged HDF5 file: {_first_line(str(e))})."
-            ) from None
+            raise _damaged(path, str(e), "HDF5 file") from None
         root: h5py.Group = self._file
         if "layer_names" not in root.attrs and "layer_names0" not in root.attrs:
             inner = root.get("model_weights")
@@ -445,19 +598,14 @@ def _read(dataset: h5py.Dataset, path: str) -> np.ndarray:
     try:
         return np.asarray(dataset[()])
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(
-            f"Cannot read {dataset.name!r} in {path!r} (truncated or damaged file: "
-            f"{_first_line(str(e))})."
-        ) from None
+        raise _damaged(path, str(e), where=dataset.name) from None
 
 
 def _shape(item: Any, path: str) -> Shape:
     try:
         return tuple(int(d) for d in item.shape)
     except (OSError, ValueError, KeyError, AttributeError) as e:
-        raise ValueError(
-            f"Cannot read {path!r} (truncated or damaged file: {_first_line(str(e))})."
-        ) from None
+        raise _damaged(path, str(e)) from None
 
 
 # --------------------------------------------------------------------------
@@ -518,9 +666,7 @@ def _keras3_units(root: h5py.Group, path: str) -> list[_Unit]:
         try:
             group.visititems(visit)
         except (OSError, KeyError, ValueError) as e:
-            raise ValueError(
-                f"Cannot read {path!r} (truncated or damaged file: {_first_line(str(e))})."
-            ) from None
+            raise _damaged(path, str(e)) from None
         return found
 
     def visit_container(group: h5py.Group, names: tuple[str, ...]) -> None:
@@ -614,8 +760,13 @@ def _load_keras3(
         # Copy the matched layers' datasets (with their attributes: Keras marks
         # bfloat16 data there) into the scratch file. A damaged source fails
         # here, before the model is touched.
+        from .reporting import task  # what draws it is injected (a notebook line)
+
+        # Closed at the end, or by the drawing side when the cell ends (an error).
+        progress = task(f"load weights into {model.name}", len(loaded) + 1, "layers")
         with h5py.File(scratch, "r+") as merged:
-            for target, src in loaded:
+            for done, (target, src) in enumerate(loaded):
+                progress.update(done)
                 for key in target.keys:
                     dest = _join(target.prefix, key)
                     parent, leaf = dest.rsplit("/", 1)
@@ -623,11 +774,10 @@ def _load_keras3(
                     try:
                         merged.copy(source[_join(src.prefix, key)], merged[parent], name=leaf)
                     except (OSError, KeyError, ValueError, RuntimeError) as e:
-                        raise ValueError(
-                            f"Cannot read {src.qualname!r} in {path!r} (truncated or "
-                            f"damaged file: {_first_line(str(e))})."
-                        ) from None
+                        raise _damaged(path, str(e), where=src.qualname) from None
+        progress.update(len(loaded))  # Keras reads the merged file back: the last step
         _atomic(model, lambda: model.load_weights(scratch))
+        progress.close()
     return LoadReport(
         path=path,
         format=fmt,
@@ -637,6 +787,57 @@ def _load_keras3(
         not_in_model=tuple(not_in_model),
         mismatched=tuple(mismatched),
     )
+
+
+def layout_difference(model: keras.Model, path: PathLike) -> str | None:
+    """The first layer where a Keras 3 weights file and ``model`` differ, in words.
+
+    Reads only shapes, and changes nothing: ``kernelkit.checkpoints`` asks it before
+    ``BackupAndRestore`` restores a backup into a model that may be of
+    another architecture (Keras would fail then with every weight value
+    dumped). Layers are paired by position, as Keras loads them.
+
+    Args:
+        model: a built Keras model.
+        path: a ``.weights.h5`` file (or a ``.keras`` archive).
+
+    Returns:
+        None when every layer matches, else e.g. ``"layer 'dense' holds
+        [(4, 3), (3,)] there and [(4, 5), (5,)] in this model"``.
+
+    Raises:
+        ValueError: the file cannot be read (the message names the fix).
+
+    Example:
+        >>> layout_difference(model, "runs/a/backup/latest.weights.h5") is None  # doctest: +SKIP
+        True
+
+    """
+    check_model(model, "weights.layout_difference")
+    path_str = os.fspath(path)
+    with _open_weights(path_str) as (fmt, h5):
+        if fmt == "legacy":
+            return None  # not a file BackupAndRestore writes: Keras says what it thinks
+        sources = _keras3_units(h5, path_str)
+        with tempfile.TemporaryDirectory(prefix="kernelkit-weights-") as tmp:
+            scratch = os.path.join(tmp, "layout.weights.h5")
+            model.save_weights(scratch)
+            with h5py.File(scratch, "r") as target_file:
+                targets = _in_model_order(model, _keras3_units(target_file, scratch))
+    by_prefix = {u.prefix: u for u in sources}
+    for target in targets:
+        source = by_prefix.pop(target.prefix, None)
+        if source is None:
+            return f"this model's layer {target.qualname!r} is not in it"
+        if source.keys != target.keys:
+            return (
+                f"layer {target.qualname!r} holds {_shapes_text(source.shapes())} there and "
+                f"{_shapes_text(target.shapes())} in this model"
+            )
+    if by_prefix:
+        extra = next(iter(by_prefix.values()))
+        return f"its layer {extra.qualname!r} is not in this model"
+    return None
 
 
 def _in_model_order(model: keras.Model, units: list[_Unit]) -> list[_Unit]:
@@ -803,9 +1004,9 @@ def _legacy_sources(root: h5py.Group, path: str) -> list[_LegacyUnit]:
             shapes = tuple(_shape(d, path) for d in datasets)
             units.append(_LegacyUnit(name, name, shapes, datasets=datasets))
     except (OSError, KeyError, ValueError) as e:
-        raise ValueError(
-            f"Cannot read {path!r} (truncated or damaged legacy HDF5 file: {_first_line(str(e))})."
-        ) from None
+        if "truncated or damaged" in str(e):
+            raise  # already the one line, from _shape
+        raise _damaged(path, str(e), "legacy HDF5 file") from None
     return units
 
 

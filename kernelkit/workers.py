@@ -29,7 +29,6 @@ started by ``launch(rank, host, command)`` (e.g. through ``ssh``) or, without
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import pickle
@@ -386,6 +385,31 @@ def _dump_stacks(run: _Run, wait: float = 2.0) -> str:
 # --------------------------------------------------------------------------- the API
 
 
+def check_engine() -> None:
+    """Check that the workers' engine, Keras on JAX, can run from this Python.
+
+    ``%%kmodel NAME --workers N`` calls it before the cell runs, so a missing
+    engine is one line with the pip command, not an error after the cell
+    built its model. The workers are started with this kernel's own Python,
+    so JAX must be importable here, whatever backend the notebook uses.
+
+    Raises:
+        ImportError: JAX is not installed (the message holds the pip command).
+
+    Example:
+        >>> kernelkit.workers.check_engine()  # None: fit_on_workers can start
+
+    """
+    from ._env import installed
+
+    if not installed("jax"):
+        raise ImportError(
+            "--workers trains in worker processes that run Keras on JAX, which is not "
+            'installed in this kernel\'s Python: pip install "jax[cpu]" (or the jax build '
+            "for your GPUs or TPU)"
+        )
+
+
 def fit_on_workers(
     model: keras.Model,
     x: Any = None,
@@ -508,11 +532,7 @@ def fit_on_workers(
         raise ValueError(f"model {model.name!r} is not compiled; call model.compile(...) first")
     if x is None:
         raise ValueError("fit on workers needs training data x")
-    if importlib.util.find_spec("jax") is None:
-        raise ImportError(
-            "fit on workers runs Keras on JAX, which is not installed; "
-            'pip install "jax[cpu]" (or the jax build for your GPUs)'
-        )
+    check_engine()
     batch_size = _check_batch(
         "batch_size", _DEFAULT_BATCH_SIZE if batch_size is None else batch_size, workers
     )

@@ -7,6 +7,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import atexit
+import shutil
+import tempfile
+
+# Every registered fit is written to the run ledger (.kernelkit/ next to the notebook). The suite's
+# fits, its kernels' and the tutorials' go to one temporary ledger instead, gone afterwards.
+if "KERNELKIT_LEDGER" not in os.environ:
+    _LEDGER = tempfile.mkdtemp(prefix="kernelkit-test-ledger-")
+    os.environ["KERNELKIT_LEDGER"] = _LEDGER
+    atexit.register(shutil.rmtree, _LEDGER, ignore_errors=True)
+
 import queue
 import sys
 import time

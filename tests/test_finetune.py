@@ -360,19 +360,97 @@ def test_layer_lrs_with_no_groups_goes_back_to_one_optimizer():
     assert lr_groups(model) == {} and "Adam (one learning rate)" in repr(report)
 
 
-def test_lr_find_sweeps_every_group_and_puts_them_back():
+def test_lr_find_sweeps_the_groups_at_their_ratios_and_puts_them_back(monkeypatch):
+    import kernelkit.lr_find as finder
+
+    model, _ = small()
+    # base: a schedule (its rate now is what the ratio is taken from); head the highest rate;
+    # the default group ("rest", no layers left in it) a tenth of the head's.
+    schedule = keras.optimizers.schedules.ExponentialDecay(2e-4, 10, 0.5)
+    layer_lrs(model, {"base": schedule, "head": 1e-2}, default=1e-3)
+    model.fit(X, Y, batch_size=16, verbose=0)
+    groups = model.optimizer.optimizers
+    assert [o.name for o in groups] == ["lr_base", "lr_head", "lr_rest"]
+    base_now = float(keras.ops.convert_to_numpy(groups[0].learning_rate))
+    before = values([*model.weights, *model.optimizer.variables])
+    rates = [o.__dict__["_learning_rate"] for o in groups]
+    iterations = [int(keras.ops.convert_to_numpy(o.iterations)) for o in groups]
+
+    seen = []
+
+    class Watching(finder._Sweep):
+        """The finder's own callback, also reading every group's rate after each step."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            # self.model syncs the JAX trainer's state into the variables first.
+            seen.append([float(keras.ops.convert_to_numpy(o.learning_rate))
+                         for o in self.model.optimizer.optimizers])
+            super().on_train_batch_end(batch, logs)
+
+    monkeypatch.setattr(finder, "_Sweep", Watching)
+    found = finder.lr_find(model, np.tile(X, (8, 1)), np.tile(Y, (8, 1)), batch_size=16,
+                           display="none")
+
+    assert found.ran >= 10 and len(seen) >= 10
+    base, head, rest = (np.array(column) for column in zip(*seen, strict=True))
+    assert head[-1] > 100 * head[0]  # the head's rate was swept...
+    np.testing.assert_allclose(base / head, base_now / 1e-2, rtol=1e-4)  # ...with base at its ratio
+    assert np.all(rest == rest[0])  # the empty default group takes no steps: its rate stays
+    assert found.group == "head"
+    assert dict(found.ratios) == pytest.approx({"base": base_now / 1e-2, "head": 1.0, "rest": 0.1})
+    assert found.rates == pytest.approx(
+        {"base": found.suggestion * base_now / 1e-2, "head": found.suggestion}
+    )
+    assert found.default == pytest.approx(found.suggestion / 10)
+    line = repr(found)
+    assert f"suggested learning rate {found.suggestion:.2e} for group 'head'" in line
+    assert "every group swept at its ratio to 'head' (base x" in line and "rest x0.1" in line
+    assert f"'head': {found.suggestion:.2e}" in line and "default=" in line
+
+    # Every group's optimizer is put back bit for bit: slots, iterations, rates and schedules.
+    after = values([*model.weights, *model.optimizer.variables])
+    assert len(after) == len(before)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after, strict=True))
+    assert [o.__dict__["_learning_rate"] for o in groups] == rates
+    assert groups[0].__dict__["_learning_rate"] is schedule
+    assert [int(keras.ops.convert_to_numpy(o.iterations)) for o in groups] == iterations
+
+    # The suggestion goes straight back into layer_lrs, ratios kept.
+    layer_lrs(model, found.rates, default=found.default)
+    now = [float(keras.ops.convert_to_numpy(o.learning_rate)) for o in model.optimizer.optimizers]
+    assert now == pytest.approx([found.rates["base"], found.rates["head"], found.default],
+                                rel=1e-6)
+
+
+def test_freeze_to_and_layer_lrs_keep_a_registered_models_distribution(ip):
+    # The JAX leg's 8 devices: a %%kmodel cell builds the model in DataParallel; the
+    # optimizers that freeze_to and layer_lrs build must lie on the same devices, or the next
+    # fit fails inside jit ("incompatible devices for jitted computation").
+    from kernelkit import session
+    from kernelkit.lr_find import lr_find
+
+    x, y = np.tile(X, (8, 1)), np.tile(Y, (8, 1))  # 512 samples, batches of 16: 2 per device
+    ip.user_ns.update(x=x, y=y, small=small)
+    ip.run_cell_magic("kmodel", "tl --no-card", "tl, _ = small()\ntl.fit(x, y, batch_size=16)\n")
+    model = ip.user_ns["tl"]
+    try:
+        freeze_to(model, "base/d2")
+        model.fit(x, y, batch_size=16, verbose=0)
+        layer_lrs(model, {"base": 1e-4, "head": 1e-2})
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        assert len(history.history["loss"]) == 2
+        assert lr_find(model, x, y, batch_size=16, display="none").group == "head"
+    finally:
+        session.unregister("tl")
+
+
+def test_lr_find_with_one_optimizer_names_no_group():
     from kernelkit.lr_find import lr_find
 
     model, _ = small()
-    layer_lrs(model, {"base": 1e-4, "head": 1e-2})
-    model.fit(X, Y, batch_size=16, verbose=0)
-    before = values([*model.weights, *model.optimizer.variables])
-    rates = [o.__dict__["_learning_rate"] for o in model.optimizer.optimizers]
     found = lr_find(model, np.tile(X, (8, 1)), np.tile(Y, (8, 1)), batch_size=16, display="none")
-    assert found.ran >= 10
-    after = values([*model.weights, *model.optimizer.variables])
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, after, strict=True))
-    assert [o.__dict__["_learning_rate"] for o in model.optimizer.optimizers] == rates
+    assert found.group is None and found.ratios == () and found.rates == {}
+    assert found.default is None and "group" not in repr(found)
 
 
 # --------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 CORE = ["events", "history", "callback", "freezing", "extraction", "rnn_state", "devices",
-        "strategy", "weights", "runs", "intents"]
+        "strategy", "weights", "checkpoints", "intents", "ledger", "timing", "watch", "reporting"]
 UI = ("ipywidgets", "IPython", "plotly", "anywidget")
 
 

@@ -149,13 +149,17 @@ def test_the_model_is_put_back_when_the_sweep_raises(monkeypatch):
     class Boom(RuntimeError):
         pass
 
+    from kernelkit import lr_find as module
+
+    record = module._Sweep.on_train_batch_end
+
     def fail_at_step_5(self, batch, logs=None):
         if batch == 5:
             raise Boom("in the middle of the sweep")
+        record(self, batch, logs)
 
-    from kernelkit import lr_find as module
-
-    monkeypatch.setattr(module.LiveProgress, "on_train_batch_end", fail_at_step_5)
+    # The finder's own callback: it sees every step (LiveProgress may bind its step hook itself).
+    monkeypatch.setattr(module._Sweep, "on_train_batch_end", fail_at_step_5)
     with pytest.raises(Boom):
         lr_find(model, X, Y, display="none")
     assert bitwise_equal(state(model), before)
@@ -197,6 +201,19 @@ def test_smoothing_and_suggestion_are_plain_math():
     assert [sweep.rate(i) for i in range(5)] == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     in_graph = [float(keras.ops.convert_to_numpy(sweep(3 + i))) for i in range(6)]
     assert in_graph == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1.0], rel=1e-5)
+    scaled = ExponentialSweep(1e-4, 1.0, 5, scale=0.1)  # a layer group at a tenth of the rate
+    assert [scaled.rate(i) for i in range(5)] == pytest.approx([1e-5, 1e-4, 1e-3, 1e-2, 0.1])
+    assert float(keras.ops.convert_to_numpy(scaled(4))) == pytest.approx(0.1, rel=1e-5)
+
+
+def test_a_noisy_dip_on_a_flat_start_is_not_the_steepest_descent():
+    # A trained head being fine-tuned: flat for decades, one lucky batch early, then the descent.
+    lrs = list(np.logspace(-7, 0, 36))
+    flat = [1.40, 1.41, 1.39, 1.40, 1.20, 1.30, 1.39, 1.40, 1.41, 1.40, 1.39, 1.40, 1.40, 1.41]
+    flat += [1.39, 1.40, 1.40, 1.40, 1.39, 1.40]
+    descent = [1.38, 1.35, 1.30, 1.24, 1.20, 1.18, 1.17, 1.2, 1.3, 1.6, 2.5, 3, 4, 5, 6, 7]
+    steepest, minimum = suggest(lrs, flat + descent)
+    assert lrs[20] <= steepest < minimum == pytest.approx(lrs[26])
 
 
 # --------------------------------------------------------------------------
@@ -421,8 +438,8 @@ def test_the_live_view_draws_loss_against_rate_and_ends_static(monkeypatch):
     # While it ran, the usual bar and the loss-rate chart on a log axis.
     assert "kk-progress" in view.body.value
     assert "learning rate (log scale)" in view.body.value
-    # At the end: one static bundle, the widgets closed.
-    (bundle,) = handle.updates
+    # At the end: the static bundle is the last update, the widgets closed.
+    bundle = handle.updates[-1]
     assert bundle["text/plain"] == found.summary() == repr(found)
     assert "<svg" in bundle["text/html"] and "suggested learning rate" in bundle["text/html"]
     figure = bundle["application/vnd.plotly.v1+json"]

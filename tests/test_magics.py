@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
@@ -167,7 +166,7 @@ def test_python_api_register_models_card(tiny_model):
         assert kernelkit.get("api_model") is tiny_model
         assert "api_model" in repr(kernelkit.models())
         assert "api_model" in repr(kernelkit.card("api_model"))
-        with pytest.raises(TypeError, match="not a keras.Model"):
+        with pytest.raises(TypeError, match=r"kernelkit.register\(\) expects a keras.Model; got"):
             kernelkit.register("bad", object())
         with pytest.raises(ValueError, match="not a valid Python identifier"):
             kernelkit.register("no good", tiny_model)
@@ -175,3 +174,33 @@ def test_python_api_register_models_card(tiny_model):
     finally:
         kernelkit.unregister("api_model")
     assert "fit" not in tiny_model.__dict__
+
+
+def test_a_cell_ending_in_fit_shows_the_card_not_the_history(shell, capsys):
+    capsys.readouterr()
+    result = shell.run_cell(
+        "%%kmodel echo\n"
+        "echo = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)], name='echo')\n"
+        "echo.compile('sgd', 'mse')\n"
+        "echo.fit(x4, y1, epochs=1, batch_size=32)\n"
+    )
+    result.raise_error()
+    out = capsys.readouterr().out
+    assert "History" not in out, out  # not echoed by the displayhook
+    card = repr(kernelkit.card("echo"))
+    assert out.count(card) == 1, out  # the card is the cell's result, shown once
+    assert shell.user_ns["echo"].history.history["loss"]  # the fit ran and kept its History
+
+
+def test_a_cell_ending_in_another_value_still_echoes_it(shell, capsys):
+    capsys.readouterr()
+    result = shell.run_cell(
+        "%%kmodel other --no-card\n"
+        "other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])\n"
+        "other.compile('sgd', 'mse')\n"
+        "h = other.fit(x4, y1, epochs=1, batch_size=32)\n"
+        "len(h.history['loss']) * 1234\n"
+    )
+    result.raise_error()
+    assert "1234" in capsys.readouterr().out
+    assert not any(type(t).__name__ == "_QuietHistory" for t in shell.ast_transformers)

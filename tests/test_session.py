@@ -8,7 +8,7 @@ import pytest
 
 import kernelkit
 from kernelkit import events as ev
-from kernelkit import intents, session
+from kernelkit import intents
 
 
 @pytest.fixture
@@ -123,3 +123,42 @@ def test_text_view_outside_a_kernel(tiny_model, tiny_data, capsys):
     out = capsys.readouterr().out
     assert "Epoch 1/2 step 6/6" in out and "val_loss" in out
     assert out.strip().splitlines()[-1].startswith("kernelkit tiny: finished (2 epochs) - ")
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Asks the fit to stop after one step, as the Stop button does."""
+
+    def __init__(self, live, epoch, step):
+        super().__init__()
+        self.live, self.at, self.epoch = live, (epoch, step), -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch + 1) == self.at:
+            self.live.request_stop("user")
+
+
+def test_an_epoch_cut_short_is_not_counted_as_done(tiny_model, tiny_data, capsys):
+    x, y = tiny_data  # 256 samples: 16 steps of 16
+    live = kernelkit.LiveProgress()
+    kernelkit.fit(tiny_model, x, y, epochs=5, batch_size=16,
+                  callbacks=[live, StopAtStep(live, epoch=2, step=3)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(
+        "kernelkit tiny: stopped by user at epoch 3, step 3 of 16 (2 epochs complete) - loss "
+    ), last
+    assert int(tiny_model.optimizer.iterations.numpy()) == 2 * 16 + 3  # what really ran
+    assert live.view.state.count_text() == "2 epochs complete"
+
+
+def test_a_stop_at_an_epoch_end_counts_that_epoch(tiny_model, tiny_data, capsys):
+    x, y = tiny_data
+    live = kernelkit.LiveProgress()
+    kernelkit.fit(tiny_model, x, y, epochs=5, batch_size=16,
+                  callbacks=[live, StopAtStep(live, epoch=1, step=16)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(
+        "kernelkit tiny: stopped by user at epoch 2, step 16 of 16 (2 epochs) - "
+    ), last

@@ -205,9 +205,9 @@ def test_fit_resume_same_model_after_a_mid_epoch_stop_redraws_that_epoch(tiny_da
 
 
 def runs_state_epoch(directory):
-    from kernelkit import runs
+    from kernelkit import checkpoints
 
-    return runs.resumed_state(directory).epoch
+    return checkpoints.resumed_state(directory).epoch
 
 
 def test_fit_tensorboard_writes_events_under_runs_name_timestamp(

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from kernelkit.runs import ScalarTensorBoard, check_tensorboard, tensorboard_callback
+from kernelkit.checkpoints import ScalarTensorBoard, check_tensorboard, tensorboard_callback
 
 pytest.importorskip("tensorboard")
 
@@ -262,15 +262,15 @@ def test_check_tensorboard_without_the_package_is_one_line():
         """
         import sys
         sys.modules["tensorboard"] = None  # as if it were not installed
-        from kernelkit import runs
+        from kernelkit import checkpoints
         try:
-            runs.check_tensorboard()
+            checkpoints.check_tensorboard()
         except ValueError as e:
             print(repr(str(e)))
         else:
             print("no error")
         try:
-            runs.tensorboard_callback("tiny", root=sys.argv[0] + "-unused")
+            checkpoints.tensorboard_callback("tiny", root=sys.argv[0] + "-unused")
         except ValueError as e:
             print("callback:", "tensorboard package" in str(e))
         print("tensorflow imported:", "tensorflow" in sys.modules)
@@ -292,9 +292,9 @@ def test_jax_fit_writes_events_without_importing_tensorflow(tmp_path):
         import sys
         import numpy as np
         import keras
-        from kernelkit import runs
+        from kernelkit import checkpoints
 
-        callback, logdir = runs.tensorboard_callback("tiny", root={str(tmp_path)!r}, update_freq=2)
+        callback, logdir = checkpoints.tensorboard_callback("tiny", root={str(tmp_path)!r}, update_freq=2)
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         model.compile(optimizer="adam", loss="mse")
         x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")

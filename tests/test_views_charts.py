@@ -115,18 +115,26 @@ class FakeHandle:
         self.updates.append(bundle)
 
 
-def finished_bundle(
+def finished_outputs(
     events: list[ev.Event], history: RunHistory | None = None, interactive: bool = True
-) -> dict[str, Any]:
-    """The bundle ProgressView.finish puts in place of the live widgets."""
+) -> list[dict[str, Any]]:
+    """What ProgressView.finish leaves: the bundle in place of the live widgets, then more."""
     view = ProgressView(history=history, interactive=interactive)
     for event in events[:-1]:
         view.history.apply(event)
         view.state.apply(event)
     handle = view._handle = FakeHandle()
+    shown: list[dict[str, Any]] = []
+    view._display_more = shown.append  # type: ignore[method-assign]
     view.handle(events[-1])  # TrainEnd: finish() updates the display handle
     assert len(handle.updates) == 1
-    return handle.updates[0]
+    return handle.updates + shown
+
+
+def finished_curves(events: list[ev.Event], history: RunHistory | None = None) -> dict[str, Any]:
+    """The curves output that follows the result: plotly figure, SVG, one text line."""
+    result, curves = finished_outputs(events, history)
+    return curves
 
 
 # ------------------------------------------------------------------ reading an SVG
@@ -227,35 +235,45 @@ def test_log_ticks_are_1_2_5_values() -> None:
 # ------------------------------------------------------------------ the final bundle
 
 
-def test_the_plotly_figure_is_opt_in() -> None:
+def test_the_curves_are_their_own_output_with_plotly_over_the_svg() -> None:
     events, _ = run_events(3, 5)
-    assert set(finished_bundle(events, interactive=False)) == {"text/html", "text/plain"}
-    assert _plotly.MIME in finished_bundle(events, interactive=True)
+    result, curves = finished_outputs(events)
+    # The result keeps the header and table; the curves follow, where a plotly
+    # renderer (which outranks text/html) hides only the SVG it replaces.
+    assert set(result) == {"text/html", "text/plain"}
+    assert "kk-table" in result["text/html"] and "<svg" not in result["text/html"]
+    assert set(curves) == {PLOTLY, "text/html", "text/plain"}
+    assert "kk-curves" in curves["text/html"] and "kk-table" not in curves["text/html"]
+    assert curves["text/plain"].startswith("kernelkit demo: curves of loss, accuracy")
+    # interactive=False: one static output holds it all, as before.
+    (single,) = finished_outputs(events, interactive=False)
+    assert set(single) == {"text/html", "text/plain"}
+    assert "<svg" in single["text/html"] and "kk-table" in single["text/html"]
 
 
-def test_final_bundle_of_20_epochs_is_small_and_complete(tmp_path) -> None:
+def test_final_outputs_of_20_epochs_are_small_and_complete(tmp_path) -> None:
     nbformat = pytest.importorskip("nbformat")
     events, _ = run_events(20, 50)
-    bundle = finished_bundle(events)
-    assert set(bundle) == {"text/html", "text/plain", PLOTLY}
-    assert bundle["text/plain"].startswith("kernelkit demo: finished (20 epochs) - loss ")
-    sizes = {key: len(json.dumps(value)) for key, value in bundle.items()}
-    # Saved as a notebook output, as Jupyter writes it.
+    result, curves = finished_outputs(events)
+    assert result["text/plain"].startswith("kernelkit demo: finished (20 epochs) - loss ")
+    sizes = {key: len(json.dumps(value)) for key, value in [*result.items(), *curves.items()]}
+    # Saved as notebook outputs, as Jupyter writes them (JupyterLab adds a PNG
+    # snapshot of the figure: tests/browser/test_views_in_lab.py measures that).
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("kernelkit.fit(model, x, y, epochs=20)")
-    cell.outputs = [nbformat.v4.new_output("display_data", data=bundle)]
+    cell.outputs = [nbformat.v4.new_output("display_data", data=b) for b in (result, curves)]
     nb.cells = [cell]
     path = tmp_path / "run.ipynb"
     nbformat.write(nb, path)
     saved = path.stat().st_size
     print(f"\nsizes of a 20-epoch x 50-step result: {sizes}, saved notebook {saved} bytes")
-    assert sum(sizes.values()) < 60_000, sizes
-    assert saved < 100_000
+    assert sum(sizes.values()) < 50_000, sizes
+    assert saved < 60_000
 
 
 def test_the_loss_chart_of_a_4_decade_run() -> None:
     events, val_losses = run_events(20, 50, decades=4)
-    html = finished_bundle(events)["text/html"]
+    html = finished_curves(events)["text/html"]
     loss = charts(html)["loss"]
 
     # A log axis: the y ticks are consecutive decades, equally spaced in pixels.
@@ -298,7 +316,7 @@ def test_the_loss_chart_of_a_4_decade_run() -> None:
 def test_a_loss_near_zero_gets_no_negative_tick() -> None:
     # One decade only: a linear axis, whose data comes close to 0.
     events, _ = run_events(10, 20, decades=1.5)
-    loss = charts(finished_bundle(events)["text/html"])["loss"]
+    loss = charts(finished_curves(events)["text/html"])["loss"]
     values = [float(label) for label, _ in ticks(loss, "y")]
     assert "log scale" not in "".join(loss.itertext())
     assert_round_linear(values)
@@ -311,7 +329,7 @@ def test_a_loss_near_zero_gets_no_negative_tick() -> None:
 
 def test_legend_names_the_batch_curve_honestly() -> None:
     events, _ = run_events(3, 10)
-    html = finished_bundle(events)["text/html"]
+    html = finished_curves(events)["text/html"]
     legend = html[html.index("kk-curves") : html.index('role="img"')]
     for label in ("running mean (Keras batch logs)", "epoch", "validation", "best validation"):
         assert f"</svg> {label}</span>" in legend
@@ -340,7 +358,7 @@ def test_early_stopping_resume_and_stop_marks() -> None:
     _, history = feed(earlier)
     reason = "EarlyStopping: val_loss did not improve for 2 epochs (best 0.05 at epoch 10)"
     events, _ = run_events(12, 10, start=6, resumed_at=6, end=("stopped_by_callback", reason))
-    html = finished_bundle(events, history)["text/html"]
+    html = finished_curves(events, history)["text/html"]
     loss = charts(html)["loss"]
     marks = mark_xs(loss)
     assert set(marks) == {"resumed", "early stop"}
@@ -352,7 +370,7 @@ def test_early_stopping_resume_and_stop_marks() -> None:
     events, _ = run_events(
         10, 10, stop_at=(2, 4), end=("stopped_by_user", "stopped by user at epoch 3, step 4")
     )
-    loss = charts(finished_bundle(events)["text/html"])["loss"]
+    loss = charts(finished_curves(events)["text/html"])["loss"]
     assert mark_xs(loss) == {"stop asked": pytest.approx(x_pixel(loss, 2.4), abs=0.1)}
     # The cut epoch's point sits where it stopped, not at an end it never reached.
     circles = loss.iter(f"{SVG}circle")
@@ -366,7 +384,7 @@ def test_early_stopping_resume_and_stop_marks() -> None:
 
 def table_rows(html: str) -> list[str]:
     """The first cell of each body row: epoch numbers, '★' for the best, '…' for gaps."""
-    body = html[html.index("<tbody>") : html.index("</tbody>")]
+    body = html[html.index("<tbody") : html.index("</tbody>")]
     return [
         re.sub(r"<[^>]+>", "", row) for row in re.findall(r"<tr[^>]*><td[^>]*>(.*?)</td>", body)
     ]
@@ -374,7 +392,7 @@ def table_rows(html: str) -> list[str]:
 
 def test_final_table_keeps_every_epoch_in_a_scrolling_box() -> None:
     events, val_losses = run_events(20, 5)
-    html = finished_bundle(events)["text/html"]
+    html = finished_outputs(events)[0]["text/html"]
     table = html[html.index("kk-table-box") - 12 :]
     style = re.search(r"class='kk-table-box' style='([^']*)'", table).group(1)
     assert "overflow:auto" in style
@@ -425,7 +443,7 @@ def test_table_html_without_validation_stars_the_lowest_loss() -> None:
 def test_plotly_figure_validates_and_offers_log_and_linear() -> None:
     go = pytest.importorskip("plotly.graph_objects")
     events, val_losses = run_events(20, 50, decades=4)
-    fig = finished_bundle(events)[PLOTLY]
+    fig = finished_curves(events)[PLOTLY]
     json.dumps(fig, allow_nan=False)  # valid JSON: a notebook can save it
     figure = go.Figure({"data": fig["data"], "layout": fig["layout"]})  # raises if invalid
     layout = figure.layout
@@ -452,12 +470,10 @@ def test_plotly_figure_validates_and_offers_log_and_linear() -> None:
     assert rings[0].x == (best + 1,)
     assert rings[0].y[0] == pytest.approx(val_losses[best], rel=1e-4)
 
-    # The figure stands alone where it replaces the HTML: title and the epoch table.
-    assert layout.title.text.startswith("<b>kernelkit demo: finished (20 epochs)</b>")
-    (table,) = [t for t in figure.data if t.type == "table"]
-    assert list(table.cells.values[0]) == [
-        f"★ {e}" if e == best + 1 else str(e) for e in range(1, 21)
-    ]
+    # Curves only, short: the title and table are the HTML output above it, and
+    # JupyterLab saves a PNG snapshot as tall as the figure.
+    assert not layout.title.text and {t.type for t in figure.data} == {"scatter"}
+    assert layout.height <= 260
 
 
 def test_plotly_marks_and_nan_safe_json() -> None:
@@ -467,7 +483,7 @@ def test_plotly_marks_and_nan_safe_json() -> None:
     )
     # A NaN in the logs must not make the notebook's JSON invalid.
     events.insert(5, ev.Step(epoch=0, step=4, logs={"loss": float("nan")}, time=0.0))
-    fig = finished_bundle(events)[PLOTLY]
+    fig = finished_curves(events)[PLOTLY]
     json.dumps(fig, allow_nan=False)
     figure = go.Figure({"data": fig["data"], "layout": fig["layout"]})
     shapes = [(s.xref, s.x0) for s in figure.layout.shapes]
@@ -483,6 +499,7 @@ def test_without_plot_no_curves_and_no_figure() -> None:
         view.history.apply(event)
         view.state.apply(event)
     view._handle = FakeHandle()
+    view._display_more = pytest.fail  # type: ignore[method-assign]  # no curves output
     view.handle(events[-1])
     (bundle,) = view._handle.updates
     assert set(bundle) == {"text/html", "text/plain"}
@@ -504,3 +521,41 @@ def test_figure_of_one_chart_uses_the_full_width() -> None:
     assert fig["layout"]["xaxis"]["domain"] == [0, 1]
     assert "updatemenus" in fig["layout"]  # a positive loss can switch to log
     assert fig["layout"]["yaxis"]["type"] == "linear"  # less than two decades
+
+
+def test_plotly_labels_every_decade_of_a_wide_log_axis() -> None:
+    go = pytest.importorskip("plotly.graph_objects")
+    events, _ = run_events(20, 50, decades=4)
+    figure = go.Figure(finished_curves(events)[PLOTLY])
+    assert figure.layout.yaxis.dtick == 1 and figure.layout.yaxis.exponentformat == "e"
+    assert figure.layout.yaxis2.type == "linear" and figure.layout.yaxis2.dtick is None
+
+
+def test_the_previous_run_is_drawn_as_a_faint_ghost_from_this_fits_first_epoch() -> None:
+    from kernelkit.ledger import Run
+    from kernelkit.views.progress import chart_specs, curves_html
+
+    ghost = Run(
+        id=7, model="m", fingerprint="f", started=0.0, ended=1.0, state="finished", reason="",
+        config={}, device="default", replicas=1, initial_epoch=0, versions={}, timing={},
+        epochs=tuple({"epoch": float(e), "loss": 3.0 - e, "val_loss": 3.5 - e} for e in range(3)),
+    )
+    # This fit runs Keras epochs 3-5 (initial_epoch=3): the ghost's 3 epochs line up with them.
+    events, _ = run_events(6, 10, start=3)
+    view = ProgressView()
+    view.state.ghost = ghost
+    for event in events[:-1]:
+        view.history.apply(event)
+        view.state.apply(event)
+    loss = chart_specs(view.history, view.state)[0]
+    ghosts = [line for line in loss.lines if line.label == "previous run (#7)"]
+    first = view.history.epoch_series("loss")[0][0]  # where this fit's first epoch is drawn
+    assert [list(line.xs) for line in ghosts] == [[first, first + 1, first + 2]] * 2
+    assert sorted(list(line.ys) for line in ghosts) == [[3.0, 2.0, 1.0], [3.5, 2.5, 1.5]]
+    assert all(line.opacity < 1 and line.color == "#9e9e9e" for line in ghosts)
+    assert loss.lines[0].label == "previous run (#7)"  # drawn first: under this run
+    assert "</svg> previous run (#7)</span>" in curves_html(view.history, state=view.state)
+    view.state.ghost = None  # no previous run: no ghost
+    assert not any(
+        "previous run" in line.label for c in chart_specs(view.history, view.state) for line in c.lines
+    )

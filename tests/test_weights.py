@@ -654,3 +654,140 @@ def test_nothing_is_left_in_the_temp_dir(tmp_path, monkeypatch):
     load_weights(dense_model(("dense_1", 2)), path, by_name=True)
     assert os.listdir(tmp_path / "tmp") == []
     shutil.rmtree(tmp_path / "tmp")
+
+
+# ----------------------------------------------------------------------------
+# damaged files name the fix; YAML class errors carry the hint (issue 15)
+
+
+@pytest.mark.parametrize("fmt", ["weights.h5", "keras", "h5"])
+def test_a_truncated_file_names_the_fix_and_leaves_the_model_as_it_was(tmp_path, fmt):
+    source = dense_model(("a", 4), ("b", 2))
+    path = truncated(save(source, tmp_path, fmt), tmp_path)
+    model = dense_model(("a", 4), ("b", 2), seed=5)
+    before = snapshot(model)
+    with pytest.raises(ValueError) as excinfo:
+        load_weights(model, path)
+    message = one_line_error(excinfo)
+    assert message.startswith(f"Cannot read {path!r} (truncated or damaged "), message
+    assert message.endswith(
+        "); the model is unchanged: save the weights again (model.save_weights(...), or "
+        "model.save(...) for a .keras file) or use another copy of the file."
+    ), message
+    assert_untouched(model, before)
+
+
+def _yaml_with_last_layer(module: str, class_name: str) -> str:
+    config = yaml.safe_load(to_yaml(dense_model(("a", 4), ("b", 2))))
+    layer = config["config"]["layers"][-1]
+    layer["module"], layer["class_name"] = module, class_name
+    layer.pop("registered_name", None)
+    return yaml.safe_dump(config)
+
+
+def _legacy_yaml(replace: str) -> str:
+    """A tf.keras 2 config (no module keys) whose first Dense is renamed ``replace``."""
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ("module", "registered_name")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    config = strip(json.loads(dense_model(("a", 4)).to_json()))
+    return yaml.safe_dump(config).replace("class_name: Dense", f"class_name: {replace}", 1)
+
+
+HINT = "decorate it with @keras.saving.register_keras_serializable() or pass custom_objects="
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "expected"),
+    [
+        (
+            lambda: _yaml_with_last_layer("keras.layers", "Dnese"),
+            TypeError,
+            "Unknown class 'Dnese' in the YAML (module keras.layers; did you mean 'Dense'?): "
+            f"fix its class_name, or for your own class {HINT}{{'Dnese': Dnese}}.",
+        ),
+        (
+            lambda: _legacy_yaml("Dnese"),
+            TypeError,
+            "Unknown layer 'Dnese' in the YAML (did you mean 'Dense'?): fix its class_name, or "
+            f"for your own class {HINT}{{'Dnese': Dnese}}.",
+        ),
+        (
+            lambda: _yaml_with_last_layer("mylib.layers", "MyBlock"),
+            TypeError,
+            "Unknown class 'MyBlock' in the YAML (module mylib.layers): for your own class, "
+            f"{HINT}{{'MyBlock': MyBlock}}.",
+        ),
+        (
+            lambda: to_yaml(dense_model(("a", 4))).replace(
+                "activation: linear", "activation: relux"
+            ),
+            ValueError,
+            "Unknown activation 'relux' in the YAML (did you mean 'relu'?): fix the name, or pass "
+            "your own function as custom_objects={'relux': relux}.",
+        ),
+        (
+            lambda: to_yaml(dense_model(("a", 4))).replace(
+                "module: keras.layers", "module: keras.layerz", 1
+            ),
+            TypeError,
+            "Unknown module 'keras.layerz' for class 'InputLayer' in the YAML: fix its module "
+            "(Keras's own layers are in keras.layers), or import the module that defines it.",
+        ),
+        (
+            lambda: to_yaml(dense_model(("a", 4))).replace("units: 4", "units: many"),
+            ValueError,
+            "Cannot build a model from this YAML: Received an invalid value for `units`, expected "
+            "a positive integer. Received: units=many (fix that entry, or write the YAML again "
+            "with kernelkit.to_yaml(model)).",
+        ),
+    ],
+    ids=["misspelled", "misspelled-tf-keras-2", "own-class", "activation", "module", "value"],
+)
+def test_yaml_class_errors_are_kernelkits_one_line_hint(text, error, expected):
+    with pytest.raises(error) as excinfo:
+        model_from_yaml(text())
+    assert one_line_error(excinfo) == expected
+
+
+@pytest.mark.parametrize(
+    ("module", "name"), [("os", "system"), ("subprocess", "Popen"), ("builtins", "eval")]
+)
+def test_yaml_never_proposes_a_function_of_os_subprocess_or_builtins(module, name):
+    with pytest.raises(ValueError) as excinfo:
+        model_from_yaml(_yaml_with_last_layer(module, name))
+    assert one_line_error(excinfo) == (
+        f"Refused: the YAML names {module}.{name}; kernelkit never builds anything of os, "
+        "subprocess, builtins and the like from a config: remove that entry from the YAML."
+    )
+
+
+def test_yaml_function_entry_of_os_is_refused_too():
+    text = to_yaml(dense_model(("a", 4))).replace(
+        "activation: linear",
+        "activation:\n        module: os\n        class_name: function\n        config: system\n"
+        "        registered_name: system",
+        1,
+    )
+    with pytest.raises(ValueError) as excinfo:
+        model_from_yaml(text)
+    assert "os.system" in one_line_error(excinfo) and "custom_objects" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(("name", "module"), [("system", "os"), ("eval", "builtins")])
+def test_an_unknown_class_named_like_a_system_function_gets_no_custom_objects_hint(name, module):
+    for text in (_yaml_with_last_layer("mylib.layers", name), _legacy_yaml(name)):
+        with pytest.raises(TypeError) as excinfo:
+            model_from_yaml(text)
+        message = one_line_error(excinfo)
+        assert "custom_objects" not in message
+        assert message.endswith(
+            f"{name!r} is also a function of {module}, which kernelkit never passes to Keras; "
+            "if it is your own class, decorate it with "
+            "@keras.saving.register_keras_serializable() and import it first."
+        ), message

@@ -1,14 +1,17 @@
 """A plotly.js figure as plain JSON, built by hand: plotly is not a dependency.
 
-The final progress result carries this figure under plotly's mime type
-beside the static SVG. Frontends with a plotly renderer (JupyterLab or
-Notebook 7 with ``jupyterlab-plotly``, VS Code) draw it with hover values,
-zoom, legend toggles and a log/linear switch; the rest (GitHub, nbviewer,
-nbconvert, Colab) fall back to the bundle's ``text/html``.
+The final progress result's curves are one output that carries this figure
+under plotly's mime type beside the static SVG. Frontends with a plotly
+renderer (JupyterLab or Notebook 7 with ``jupyterlab-plotly``, VS Code) draw
+it with hover values, zoom, legend toggles and a log/linear switch; the rest
+(GitHub, nbviewer, nbconvert, Colab) fall back to the bundle's ``text/html``.
 
-A frontend shows one mime type per output, so where the figure wins the
-HTML result (state line, compile times, epoch table) is not shown: the
-figure carries them itself, as its title and a table trace.
+A frontend shows one mime type per output, so the figure holds the curves
+only: the state line, compile times and epoch table are an HTML output of
+their own. JupyterLab's renderer saves a PNG snapshot of the figure, as wide
+as the output area and as tall as the figure, into the notebook; the figure
+is kept short (one 180 px row per two charts) and plain (no title, no
+template) so that snapshot stays small.
 
 The dict follows plotly.js's figure schema (``data``, ``layout``,
 ``config``); the tests check it with ``plotly.graph_objects.Figure``.
@@ -18,9 +21,7 @@ from __future__ import annotations
 
 import html
 import math
-import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ._svg import Chart, Line, epoch_bounds, mark_label_on_top, nice_step
@@ -28,24 +29,10 @@ from ._svg import Chart, Line, epoch_bounds, mark_label_on_top, nice_step
 MIME = "application/vnd.plotly.v1+json"
 
 # Pixel layout of the figure (the renderer sizes the width to the output area).
-_TITLE_LINE_PX = 16
-_LEGEND_PX = 30  # the legend row and the log/linear buttons, above the charts
-_TITLE_CHARS = 110  # plotly does not wrap titles: longer ones are wrapped here
-_ROW_PX = 250  # one row of charts, with its subplot titles and x tick labels
-_CHART_GAP_PX = 70  # within a row: subplot title above, tick labels and "epoch" below
-_TABLE_ROW_PX = 20
-_TABLE_ROWS = 12  # rows visible before the table trace scrolls
-_BOTTOM_PX = 10
-
-
-@dataclass(frozen=True)
-class Table:
-    """An epoch table for the figure: column headers, rows of text, a highlighted row."""
-
-    header: Sequence[str]
-    rows: Sequence[Sequence[str]]
-    highlight: int | None = None
-    highlight_color: str = "#fff3e0"
+_LEGEND_PX = 28  # the legend row and the log/linear buttons, above the charts
+_ROW_PX = 180  # one row of charts, with its subplot titles and x tick labels
+_CHART_GAP_PX = 58  # within a row: subplot title above, tick labels and "epoch" below
+_BOTTOM_PX = 6
 
 
 def _num(value: float, digits: int) -> float | None:
@@ -100,20 +87,11 @@ def _trace(line: Line, name: str, xref: str, yref: str, shown: set[str]) -> dict
     return trace
 
 
-def figure(
-    charts: Sequence[Chart],
-    *,
-    title: str = "",
-    subtitle: str = "",
-    table: Table | None = None,
-) -> dict[str, Any]:
-    """The plotly figure JSON of ``charts`` (two per row), with a title and a table.
+def figure(charts: Sequence[Chart]) -> dict[str, Any]:
+    """The plotly figure JSON of ``charts``, two per row.
 
     Args:
         charts: one per metric, as ``progress.chart_specs`` builds them.
-        title: the first title line (plain text; escaped here).
-        subtitle: a second, smaller line (plain text), e.g. compile times.
-        table: the epoch table, drawn below the charts (it scrolls past 12 rows).
 
     Returns:
         ``{"data": [...], "layout": {...}, "config": {...}}``, ready for
@@ -121,12 +99,8 @@ def figure(
     """
     columns = 1 if len(charts) == 1 else 2
     rows = -(-len(charts) // columns)
-    table_px = 0
-    if table is not None and table.rows:
-        table_px = _TABLE_ROW_PX * (min(len(table.rows), _TABLE_ROWS) + 1) + 16
-    paper_px = rows * _ROW_PX + table_px
-    title_lines = textwrap.wrap(title, _TITLE_CHARS) if title else []
-    top_px = 8 + _TITLE_LINE_PX * (len(title_lines) + bool(subtitle)) + _LEGEND_PX
+    paper_px = rows * _ROW_PX
+    top_px = 4 + _LEGEND_PX
     height = top_px + paper_px + _BOTTOM_PX
 
     def frac(px: float) -> float:
@@ -137,7 +111,7 @@ def figure(
     layout: dict[str, Any] = {
         "height": height,
         "autosize": True,
-        "margin": {"l": 60, "r": 20, "t": top_px, "b": _BOTTOM_PX},
+        "margin": {"l": 56, "r": 16, "t": top_px, "b": _BOTTOM_PX},
         "font": {"family": "sans-serif", "size": 11},
         "hovermode": "closest",
         "showlegend": True,
@@ -149,20 +123,6 @@ def figure(
             "yanchor": "bottom",
         },
     }
-    if title_lines:
-        text = "<br>".join(f"<b>{html.escape(line)}</b>" for line in title_lines)
-        if subtitle:
-            text += f"<br><span style='font-size:11px;color:#666'>{html.escape(subtitle)}</span>"
-        layout["title"] = {
-            "text": text,
-            "x": 0,
-            "xanchor": "left",
-            "xref": "paper",
-            "y": 1 - 14 / height,
-            "pad": {"t": 4},
-            "yanchor": "top",
-            "font": {"size": 12},
-        }
     annotations: list[dict[str, Any]] = []
     shapes: list[dict[str, Any]] = []
     shown: set[str] = set()
@@ -204,7 +164,12 @@ def figure(
             # "0.5 0.2 0.1", not plotly's default "5 2 0.1", between the decades.
             "minorloglabels": "complete",
             "zeroline": False,
+            # 1e-4, not plotly's default SI "100µ", as the SVG writes it.
+            "exponentformat": "e",
         }
+        ys = [y for _, y in finite]
+        if yaxis["type"] == "log" and math.log10(max(ys) / min(ys)) > 3:
+            yaxis["dtick"] = 1  # every decade labelled (plotly skips some over a wide span)
         if nonnegative:
             yaxis["rangemode"] = "nonnegative"  # never pad a loss below zero
         layout[ykey] = yaxis
@@ -276,33 +241,6 @@ def figure(
                     "font": {"size": 10, "color": mark.color},
                 }
             )
-    if table is not None and table.rows:
-        columns_text = [list(column) for column in zip(*table.rows, strict=True)]
-        fill = ["#f8f8f8" if r % 2 else "#ffffff" for r in range(len(table.rows))]
-        if table.highlight is not None:
-            fill[table.highlight] = table.highlight_color
-        data.append(
-            {
-                "type": "table",
-                # About 110 px a column: wide enough for 4 significant digits.
-                "domain": {
-                    "x": [0, min(1.0, 0.12 * len(columns_text))],
-                    "y": [0, frac(table_px - 16)],
-                },
-                "header": {
-                    "values": [f"<b>{html.escape(h)}</b>" for h in table.header],
-                    "align": "right",
-                    "fill": {"color": "#eeeeee"},
-                    "height": _TABLE_ROW_PX,
-                },
-                "cells": {
-                    "values": columns_text,
-                    "align": "right",
-                    "fill": {"color": [fill] * len(columns_text)},
-                    "height": _TABLE_ROW_PX,
-                },
-            }
-        )
     if switchable:
         log_first = any(layout[key]["type"] == "log" for key in switchable)
 

@@ -3,15 +3,19 @@
 Tabs are pluggable: each is a ``tab(model, submit)`` function returning a
 widget, or None when it does not apply (no stateful layers: no States
 tab). The card's ``text/plain`` and ``text/html`` are static, so a saved
-notebook still shows the summary without a kernel.
+notebook still shows the summary without a kernel; they follow the model
+(a freeze, a fit) through the card's display handle (``_static.Fallback``).
 """
 
 from __future__ import annotations
 
 import html
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
+
+from ._static import Fallback, watch
 
 
 def _has_stateful_layers(model: Any) -> bool:
@@ -21,10 +25,23 @@ def _has_stateful_layers(model: Any) -> bool:
 
 
 # (title, module with a ``tab(model, submit)`` function, whether it applies), in display order.
-TABS: list[tuple[str, str, Callable[[Any], bool] | None]] = [
+def _has_runs(model: Any, entry: Any) -> bool:
+    return entry is not None and getattr(entry, "runs", 0) > 0
+
+
+def _has_watch(model: Any, entry: Any) -> bool:
+    return getattr(entry, "watch", None) is not None
+
+
+#: (title, module, applies(model, entry) or None for always). Each module has
+#: ``tab(model, submit, **context)``; it is given the context it names (``x``:
+#: a few inputs of the last fit; ``entry``: the session's record of the model).
+TABS: list[tuple[str, str, Callable[[Any, Any], bool] | None]] = [
     ("Layers", "kernelkit.views.layers", None),
     ("Features", "kernelkit.views.features", None),
-    ("States", "kernelkit.views.states", _has_stateful_layers),
+    ("States", "kernelkit.views.states", lambda model, entry: _has_stateful_layers(model)),
+    ("Runs", "kernelkit.views.ledger", _has_runs),
+    ("Activations", "kernelkit.views.watch", _has_watch),
 ]
 
 
@@ -70,6 +87,8 @@ class ModelCard:
         self.model = model
         self.entry = entry
         self.widget: Any = None
+        self.fallback = Fallback(self._repr_mimebundle_)
+        self._shown_summary = ""
 
     # --- static parts ----------------------------------------------------------------
 
@@ -150,7 +169,7 @@ class ModelCard:
         """(title, builder) of every tab that may apply, Summary first."""
         builders: list[tuple[str, Callable[[], Any]]] = [("Summary", self._build_summary)]
         for title, module_name, applies in TABS:
-            if applies is not None and not applies(self.model):
+            if applies is not None and not applies(self.model, self.entry):
                 continue
             try:
                 module = importlib.import_module(module_name)
@@ -163,11 +182,10 @@ class ModelCard:
         def build() -> Any:
             import ipywidgets as w
 
-            sample = getattr(self.entry, "sample", None)
-            if module.__name__.endswith(".features") and sample is not None:
-                widget = module.tab(self.model, self.submit(), x=sample)
-            else:
-                widget = module.tab(self.model, self.submit())
+            context = {"x": getattr(self.entry, "sample", None), "entry": self.entry}
+            accepted = inspect.signature(module.tab).parameters
+            given = {k: v for k, v in context.items() if k in accepted and v is not None}
+            widget = module.tab(self.model, self.submit(), **given)
             return widget if widget is not None else w.HTML("<i>Does not apply to this model.</i>")
 
         return build
@@ -221,7 +239,16 @@ class ModelCard:
         if index is None or self._built[index]:
             return
         self._built[index] = True
-        widget = self._builders[index][1]()
+        from .. import reporting
+        from ._busy import into_widget
+
+        # Built in a comm handler (no cell to show a line in): the placeholder
+        # shows how far a slow build is (hundreds of layers, a feature scan).
+        previous = reporting.set_factory(into_widget(self._tab_widgets[index]))
+        try:
+            widget = self._builders[index][1]()
+        finally:
+            reporting.set_factory(previous)
         self._tab_widgets[index] = widget
         children = list(self.widget.children)
         children[index] = widget
@@ -231,7 +258,7 @@ class ModelCard:
         """Redraws the summary and asks every tab to refresh (after a fit, a freeze…)."""
         if self.widget is None:
             return
-        self._summary.value = self.summary_html()
+        self._show_summary(self.summary_html())
         for widget, built in zip(self._tab_widgets[1:], self._built[1:]):
             if not built:
                 continue
@@ -239,14 +266,37 @@ class ModelCard:
             if callable(refresh):
                 refresh()
 
+    def _show_summary(self, summary: str) -> None:
+        self._summary.value = summary
+        if summary != self._shown_summary:
+            self._shown_summary = summary
+            self.fallback.changed()
+
+    def check_changed(self) -> None:
+        """Redraws the summary if the model changed outside kernelkit's calls.
+
+        Called when each cell ends (``kernelkit.freeze`` in a later cell, a
+        ``layer.trainable = False``): the summary, live and saved, follows.
+        """
+        if self.widget is not None:
+            self._show_summary(self.summary_html())
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         widget = self.build()
+        summary = self.summary_html()
+        self._shown_summary = summary
         return {
             "application/vnd.jupyter.widget-view+json": {
                 "version_major": 2,
                 "version_minor": 0,
                 "model_id": widget.model_id,
             },
-            "text/html": self.summary_html(),
+            "text/html": summary,
             "text/plain": repr(self),
         }
+
+    def _ipython_display_(self) -> None:
+        # Through a display handle (IPython calls this for display() and for a
+        # cell's last value), so that the saved fallback can follow the model.
+        self.fallback.display()
+        watch(self)

@@ -166,9 +166,12 @@ def _bars(vector: np.ndarray, width: int = 640, height: int = 120) -> str:
             f'<rect x="{i * step:.2f}" y="{top:.2f}" width="{max(step * 0.85, 0.5):.2f}" '
             f'height="{size:.2f}" fill="{colour}"><title>unit {i}: {_num(value)}</title></rect>'
         )
+    # A block of its own: inline, the SVG would share a line box with the caption
+    # above it and, in some frontends, be drawn over it.
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 2}" '
-        f'viewBox="0 -1 {width} {height + 2}" role="img">'
+        f'<svg class="kk-features-bars" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height + 2}" viewBox="0 -1 {width} {height + 2}" role="img" '
+        'style="display:block;margin-top:4px">'
         f'<line x1="0" x2="{width}" y1="{zero:.2f}" y2="{zero:.2f}" stroke="#999" '
         f'stroke-width="0.5"/>{"".join(rects)}</svg>'
         f'<div style="color:#666">units 0-{len(values) - 1}, from {_num(low)} to {_num(high)}</div>'
@@ -239,8 +242,9 @@ def _render(
         else:
             more = matrix.shape[1] > _MAX_BARS
             body = (
-                f"{head}{note} &middot; sample {sample}"
+                f'<div class="kk-features-caption">{head}{note} &middot; sample {sample}'
                 + (f" &middot; first {_MAX_BARS} of {matrix.shape[1]} units" if more else "")
+                + "</div>"
                 + _bars(matrix[sample])
             )
     return f'<div class="kk-features-figure">{body}</div>'
@@ -349,6 +353,7 @@ class FeatureView(StaticFallback, widgets.VBox):
         """
         from .. import extraction  # the core: imported on use (it imports Keras)
 
+        extraction.check_model(model, "FeatureView", layer_ok=True)  # before any widget
         self._extraction = extraction
         self._model = model
         self._layers = layers
@@ -363,7 +368,7 @@ class FeatureView(StaticFallback, widgets.VBox):
         self.page = widgets.IntSlider(description="channels", min=0, max=0, value=0)
         self.vector_style = widgets.ToggleButtons(
             options=["bars", "heatmap"], value="bars", description="vectors",
-            style={"button_width": "72px"},
+            style={"button_width": "84px"},
         )  # fmt: skip
         self.figure = widgets.HTML()
         self.table = widgets.HTML()
@@ -440,6 +445,7 @@ class FeatureView(StaticFallback, widgets.VBox):
         self.page.layout.display = "none"
         self.figure.value = f'<div class="kk-features-hint">{_HINT}</div>'
         self.table.value = ""
+        self.fallback_changed()
 
     # ---- drawing
 
@@ -467,6 +473,7 @@ class FeatureView(StaticFallback, widgets.VBox):
             self.vector_style.layout.display = None if kind in ("vector", "flat") else "none"
         self.figure.value = self._figure_html()
         self.table.value = _stats_table(self.scan, self.layer.value)
+        self.fallback_changed()
 
     def _figure_html(self) -> str:
         label = self.layer.value

@@ -217,7 +217,15 @@ class LayersPanel(StaticFallback, W.VBox):
             self._render()
 
     def _build(self, infos: Any) -> None:
-        self.rows = {info.path: LayerRow(info, self._toggled, self._up_to) for info in infos}
+        from ..reporting import task
+
+        # A few hundred rows take seconds (each widget opens a comm): say how far it is.
+        rows: dict[str, LayerRow] = {}
+        with task(f"layers of {self._model.name}", len(infos), "layers") as progress:
+            for done, info in enumerate(infos):
+                progress.update(done)
+                rows[info.path] = LayerRow(info, self._toggled, self._up_to)
+        self.rows = rows
         for row in self.rows.values():
             if row.expand is not None:
                 row.expand.observe(lambda _c, r=row: self._render(), names="value")
@@ -279,6 +287,7 @@ class LayersPanel(StaticFallback, W.VBox):
         self.status.value = (
             f"<span style='color:#d62728'>{html.escape(self.error)}</span>" if self.error else ""
         )
+        self.fallback_changed()
 
     # -- clicks -------------------------------------------------------------
 

@@ -201,8 +201,10 @@ def result_bundle(result: Any = None, error: str | None = None, points: Any = No
         head = (
             f"<b>{html.escape(result.model)}</b> · lr_find · "
             f"<span style='color:{_SUGGESTED}'>suggested learning rate "
-            f"<b>{result.suggestion:.2e}</b></span> ({html.escape(result.method)}; "
-            f"minimum / 10: {result.min_over_10:.2e})"
+            f"<b>{result.suggestion:.2e}</b></span>"
+            + (f" for group <b>{html.escape(result.group)}</b>" if result.group else "")
+            + f" ({html.escape(result.method)}; minimum / 10: {result.min_over_10:.2e})"
+            + (f"<br>{html.escape(result.groups_text())}" if result.group else "")
         )
         last = result.lrs[-1]
         detail = (

@@ -111,6 +111,15 @@ class ProgressState:
         self.reason = ""
         self.last_epoch_logs: dict[str, float] = {}
         self.epochs_done = 0
+        self.epochs_cut = 0  # epochs a stop ended before their last step (counted in epochs_done)
+        # The model's previous run from the ledger (a ``kernelkit.ledger.Run``), drawn
+        # faintly under this one's curves; context from the session, not an event.
+        self.ghost: Any = None
+        # Set by the session for a fit it runs: the user's callbacks' timer
+        # (``kernelkit.timing.CallbackTimer``) and the callbacks that turned off
+        # Keras's async dispatch; both feed the final result's timing line.
+        self.timer: Any = None
+        self.blockers: list[str] = []
         self._reset_timing()
 
     def _reset_timing(self) -> None:
@@ -157,6 +166,8 @@ class ProgressState:
         elif isinstance(event, ev.EpochEnd):
             self.last_epoch_logs = dict(event.logs)
             self.epochs_done += 1
+            if self.steps and event.steps is not None and event.steps < self.steps:
+                self.epochs_cut += 1  # Keras ends an epoch that a stop cut short too
             if self.steps is None and event.steps:
                 self.steps = event.steps
             self._epoch_ended = True
@@ -254,6 +265,20 @@ class ProgressState:
         first, *later = self.validation_times
         return max(first - _median(later), 0.0)
 
+    def breakdown(self) -> Any:
+        """Where the fit's time went (``kernelkit.timing.Breakdown``), or None before it began."""
+        from ..timing import Breakdown
+
+        if self.t_begin is None or self.t_now is None:
+            return None
+        return Breakdown(
+            wall=max(self.t_now - self.t_begin, 0.0),
+            compile=self.compile_time,
+            validation=sum(self.validation_times) if self.validation_times else None,
+            callbacks=self.timer.sorted() if self.timer is not None else [],
+            blockers=list(self.blockers),
+        )
+
     def timing_text(self) -> str:
         """The compile estimates in one line, or '' before the first step.
 
@@ -331,9 +356,25 @@ class ProgressState:
         head = f"kernelkit {name}{_STATE_TEXT.get(self.state, self.state)}"
         if self.state in ("stopped_by_user", "failed", "stopped_by_callback") and self.reason:
             head = f"kernelkit {name}{self.reason}"
-        done = f"{self.epochs_done} epoch{'s' if self.epochs_done != 1 else ''}"
         tail = format_logs(self.last_epoch_logs)
-        return f"{head} ({done})" + (f" - {tail}" if tail else "")
+        return f"{head} ({self.count_text()})" + (f" - {tail}" if tail else "")
+
+    def count_text(self) -> str:
+        """The epochs the run has done, honestly: '2 epochs complete', '6 epochs, 4 in this run'.
+
+        An epoch a stop cut short is not counted (the head says where it
+        stopped: "at epoch 3, step 3 of 16"). A resumed run counts the epochs
+        done before it too, and says how many ran in this kernel.
+        """
+        complete = self.epochs_done - self.epochs_cut
+        before = self.initial_epoch if self.resumed_at is not None else 0
+        whole = before + complete
+        text = f"{whole} epoch{'s' if whole != 1 else ''}"
+        if self.epochs_cut:
+            text += " complete"
+        if before:
+            text += f", {complete} in this run"
+        return text
 
 
 # --- HTML pieces (shared by the live widgets and the static result) ----------------------
@@ -500,9 +541,10 @@ def chart_specs(
         # where it stopped, not at an end the epoch never reached.
         return [cut[1] if cut is not None and x == cut[0] else x for x in xs]
 
+    ghost = _ghost_lines(state, history)
     charts = []
     for name in history.metric_names()[:max_charts]:
-        lines = []
+        lines = [line for key, line in ghost if key in (name, f"val_{name}")]
         batch = history.batch.get(name)
         if batch is not None and len(batch) > 1:
             step = max(1, -(-len(batch) // max_points))
@@ -535,6 +577,30 @@ def chart_specs(
             )
         )
     return charts
+
+
+GHOST = "#9e9e9e"
+
+
+def _ghost_lines(state: ProgressState | None, history: RunHistory) -> list[tuple[str, _svg.Line]]:
+    """The previous run's epoch curves, faint and grey, aligned with this fit's first epoch."""
+    run = getattr(state, "ghost", None)
+    if run is None or not getattr(run, "epochs", None):
+        return []
+    start = state.initial_epoch + history.offset if state is not None else history.offset
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for row in run.epochs:
+        x = start + (row["epoch"] - run.initial_epoch) + 1.0
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                xs, ys = series.setdefault(key, ([], []))
+                xs.append(x)
+                ys.append(float(value))
+    label = f"previous run (#{run.id})"
+    return [
+        (key, _svg.Line(xs, ys, GHOST, label, 1.2, 0.6 if key.startswith("val_") else 0.4))
+        for key, (xs, ys) in series.items()
+    ]
 
 
 def _swatch(color: str, *, opacity: float = 1.0, dot: bool = False, ring: bool = False) -> str:
@@ -624,7 +690,7 @@ def table_html(history: RunHistory, last: int | None = None, scroll_rows: int = 
         previous = i
         epoch, logs = rows[i]
         cells = "".join(
-            f"<td style='{pad};text-align:right'>{format_value(logs[k]) if k in logs else ''}</td>"
+            f"<td style='{pad}'>{format_value(logs[k]) if k in logs else ''}</td>"
             for k in keys
         )
         star, style = "", ""
@@ -632,7 +698,7 @@ def table_html(history: RunHistory, last: int | None = None, scroll_rows: int = 
             star = f"<span style='color:{_svg.VALID}' title='lowest {best[0]}'>★</span>"
             style = " style='background:#fff3e0'"
         body.append(
-            f"<tr{style}><td style='{pad};text-align:right'>{star}{epoch + 1}</td>{cells}</tr>"
+            f"<tr{style}><td style='{pad}'>{star}{epoch + 1}</td>{cells}</tr>"
         )
     caption = ""
     if best is not None and best_index is not None:
@@ -648,25 +714,9 @@ def table_html(history: RunHistory, last: int | None = None, scroll_rows: int = 
         "<table class='kk-table' style='font-family:sans-serif;font-size:12px;"
         "border-collapse:collapse;margin:0'>"
         f"{caption}<thead><tr>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table></div>"
+        # text-align is inherited: said once on the body, not on each of its cells.
+        f"<tbody style='text-align:right'>{''.join(body)}</tbody></table></div>"
     )
-
-
-def _table_figure(history: RunHistory) -> _plotly.Table | None:
-    rows = list(history.rows())
-    if not rows:
-        return None
-    keys = _table_columns(history)
-    best = _table_best(history)
-    text_rows, highlight = [], None
-    for i, (epoch, logs) in enumerate(rows):
-        star = ""
-        if best is not None and epoch == best[1]:
-            star, highlight = "★ ", i
-        text_rows.append(
-            [f"{star}{epoch + 1}"] + [format_value(logs[k]) if k in logs else "" for k in keys]
-        )
-    return _plotly.Table(["epoch", *keys], text_rows, highlight)
 
 
 def curves_html(
@@ -692,41 +742,41 @@ def curves_html(
 
 
 def curves_figure(
-    state: ProgressState, history: RunHistory, max_points: int = 300
+    state: ProgressState, history: RunHistory, max_points: int = 200
 ) -> dict[str, Any] | None:
-    """The final result as a plotly figure: curves, the state line and the epoch table.
+    """The final curves as a plotly figure (plain JSON, no plotly import).
 
-    None when there is nothing to plot. Built as plain JSON (no plotly import).
+    Only the curves: the state line, compile times and epoch table stay in
+    the HTML result above it (:func:`final_bundle`). None when there is
+    nothing to plot.
     """
     charts = chart_specs(history, state, max_points=max_points)
     if not charts:
         return None
-    # The summary's head: its metrics are in the table below the curves.
-    name = f"{state.name}: " if state.name else ""
-    status = _STATE_TEXT.get(state.state, state.state)
-    if state.state in ("stopped_by_user", "failed", "stopped_by_callback") and state.reason:
-        status = state.reason
-    done = f"{state.epochs_done} epoch{'s' if state.epochs_done != 1 else ''}"
-    notes = [f"resumed at epoch {state.resumed_at + 1}"] if state.resumed_at is not None else []
-    notes += [state.timing_text()] if state.timing_text() else []
-    return _plotly.figure(
-        charts,
-        title=f"kernelkit {name}{status} ({done})",
-        subtitle=" · ".join(notes),
-        table=_table_figure(history),
-    )
+    return _plotly.figure(charts)
 
 
 def timing_html(state: ProgressState) -> str:
     """The compile estimates of the final result (empty when nothing was measured)."""
     text = state.timing_text()
+    breakdown = state.breakdown() if state.state != "running" else None
+    where = ""
+    if breakdown is not None:
+        flagged = bool(breakdown.slow() or breakdown.blockers)
+        color = "#b26a00" if flagged else "#666"
+        where = (
+            f"<div class='kk-breakdown' style='font-family:sans-serif;font-size:11px;"
+            f"color:{color}' title='steps include the input pipeline and the callbacks; "
+            f"callbacks: the time inside your callbacks own hooks'>"
+            f"{html.escape(breakdown.line())}</div>"
+        )
     if not text:
-        return ""
+        return where
     return (
         "<div class='kk-timing' style='font-family:sans-serif;font-size:11px;color:#666' "
         "title='XLA compiles the train step in the first step and the test step in the "
         "first validation pass; ETA and throughput leave both out'>"
-        f"{html.escape(text)}</div>"
+        f"{html.escape(text)}</div>" + where
     )
 
 
@@ -743,33 +793,58 @@ def static_html(state: ProgressState, history: RunHistory) -> str:
 
 
 def final_bundle(
-    state: ProgressState, history: RunHistory, *, plot: bool = True, interactive: bool = False
+    state: ProgressState, history: RunHistory, *, plot: bool = True, interactive: bool = True
 ) -> dict[str, Any]:
     """The display bundle that replaces the live widgets when a fit ends.
 
-    ``text/html`` (SVG curves and the whole epoch table) reads in GitHub,
-    nbviewer and nbconvert; with ``interactive`` the plotly figure, when there
-    are curves, adds hover, zoom and a log/linear switch where a plotly
-    renderer exists; ``text/plain`` is the stable summary line nbval compares.
-
-    The figure is opt-in for now: where a plotly renderer exists (JupyterLab,
-    Notebook 7) it outranks ``text/html``, so the HTML result is not shown,
-    and JupyterLab's renderer saves a ~120 KB PNG snapshot of it into the
-    notebook, past the saved-notebook goal (measured: 160 KB for 20 epochs).
+    ``text/html`` reads in GitHub, nbviewer and nbconvert; ``text/plain`` is
+    the stable summary line nbval compares. With ``interactive`` the curves
+    are not in it: they are their own output, :func:`curves_bundle`, shown
+    right after this one. Without, it holds the whole result (header,
+    compile times, SVG curves, table) in one output.
     """
     if not plot:
-        return {
-            "text/html": bar_html(state) + timing_html(state) + table_html(history),
-            "text/plain": state.summary(),
-        }
-    bundle: dict[str, Any] = {
-        "text/html": static_html(state, history),
-        "text/plain": state.summary(),
+        body = bar_html(state) + timing_html(state) + table_html(history)
+    elif interactive:  # without curves to draw, static_html would hold none either
+        body = "<div class='kk-result'>" + bar_html(state) + timing_html(state)
+        body += table_html(history) + "</div>"
+    else:
+        body = static_html(state, history)
+    return {"text/html": body, "text/plain": state.summary()}
+
+
+def curves_text(state: ProgressState, history: RunHistory) -> str:
+    """The curves output's ``text/plain``: what is drawn and the best validation epoch."""
+    names = history.metric_names()[:4]
+    name = f"{state.name}: " if state.name else ""
+    text = f"kernelkit {name}curves of {', '.join(names)}"
+    best = best_epoch(history, "val_loss")
+    if best is not None:
+        text += f" (best val_loss {format_value(best[1])} at epoch {best[0] + 1})"
+    return text
+
+
+def curves_bundle(state: ProgressState, history: RunHistory) -> dict[str, Any] | None:
+    """The final curves as their own output: a plotly figure over the static SVG.
+
+    A frontend shows one mime type per output and JupyterLab's plotly
+    renderer outranks ``text/html``; in its own output the figure (hover,
+    zoom, legend toggles, a log/linear switch) hides only the SVG it
+    replaces, never the header and table of :func:`final_bundle`. GitHub,
+    nbviewer and nbconvert, which do not render plotly, show the SVG.
+    JupyterLab saves a PNG snapshot of the figure beside it (the size of the
+    output area): the figure is kept short and light so that a saved
+    20-epoch notebook stays small. None when there is nothing to draw.
+    """
+    figure = curves_figure(state, history)
+    if figure is None:
+        return None
+    curves = curves_html(history, max_points=150, state=state)
+    return {
+        _plotly.MIME: figure,
+        "text/html": f"<div class='kk-result-curves'>{curves}</div>",
+        "text/plain": curves_text(state, history),
     }
-    figure = curves_figure(state, history) if interactive else None
-    if figure is not None:
-        bundle[_plotly.MIME] = figure
-    return bundle
 
 
 # --- views --------------------------------------------------------------------------------
@@ -817,7 +892,13 @@ class ProgressView:
             It runs on the kernel's subshell thread during a fit, so it must
             only set flags.
         plot: whether to draw curves.
+        interactive: whether the final curves are their own output with a
+            plotly figure over the SVG (:func:`curves_bundle`); else the
+            whole result is one static HTML output.
         curve_refresh: the shortest time between two curve redraws, seconds.
+        fallback_refresh: the shortest time between two updates of the live
+            view's saved fallback (its ``text/html`` and ``text/plain``), at
+            epoch ends, seconds.
         clock: a monotonic clock.
     """
 
@@ -827,8 +908,9 @@ class ProgressView:
         on_stop: Callable[[], None] | None = None,
         *,
         plot: bool = True,
-        interactive: bool = False,
+        interactive: bool = True,
         curve_refresh: float = 2.0,
+        fallback_refresh: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._owns_history = history is None
@@ -838,6 +920,7 @@ class ProgressView:
         self.interactive = interactive
         self.on_stop = on_stop
         self._curves_throttle = Throttle(curve_refresh, clock)
+        self._fallback_throttle = Throttle(fallback_refresh, clock)
         self._curves = ""
         self._table = ""
         self._note = ""
@@ -845,6 +928,7 @@ class ProgressView:
         self._closed = False
         self._queue: Any = None
         self._thread: threading.Thread | None = None
+        self.render_cpu = 0.0  # seconds of CPU the render thread used, over every fit
         self.widget: Any = None
         self.stop_live = False
 
@@ -898,16 +982,38 @@ class ProgressView:
         from IPython.display import display
 
         self.build()
-        bundle = {
+        self._handle = display(self._live_bundle(), raw=True, display_id=True)
+
+    def _live_bundle(self) -> dict[str, Any]:
+        """The live widget's display bundle, with fallbacks that say what it shows now.
+
+        A notebook saved mid-fit keeps this bundle; GitHub, nbviewer and VS
+        Code read its ``text/html`` and ``text/plain`` (they keep no widget
+        state, microsoft/vscode-jupyter#4404).
+        """
+        s = self.state
+        text = "kernelkit: training…"
+        if s.epoch >= 0:
+            name = f"{s.name}: " if s.name else ""
+            logs = format_logs(s.last_epoch_logs)
+            text = f"kernelkit {name}training… {s.epoch_text()}" + (f" - {logs}" if logs else "")
+        return {
             "application/vnd.jupyter.widget-view+json": {
                 "version_major": 2,
                 "version_minor": 0,
                 "model_id": self.widget.model_id,
             },
-            "text/plain": "kernelkit: training…",
+            "text/plain": text,
             "text/html": self.body.value,
         }
-        self._handle = display(bundle, raw=True, display_id=True)
+
+    def _update_fallback(self) -> None:
+        # In JupyterLab a display update re-creates the widget's view (a few ms for this
+        # small one), so it happens at epoch ends only, and throttled.
+        if self._handle is None or self.widget is None or self._closed:
+            return
+        if self._fallback_throttle.ready():
+            self._handle.update(self._live_bundle(), raw=True)
 
     def handle(self, event: ev.Event) -> None:
         """Takes one event (the callback throttles steps).
@@ -947,10 +1053,15 @@ class ProgressView:
                 self._curves = curves_html(self.history, max_points=150, state=self.state)
             self._render()
         elif isinstance(event, ev.EpochEnd):
+            if event.epoch + 1 >= self.state.epochs > 0 and self.widget is not None:
+                # The fit's last epoch: the final result replaces the view at once, and a
+                # redraw now would only make on_train_end wait for it (issue 18).
+                return
             if self.plot:
                 self._curves = curves_html(self.history, max_points=150, state=self.state)
             self._table = table_html(self.history, last=LIVE_ROWS)
             self._render()
+            self._update_fallback()
         elif isinstance(event, ev.TrainEnd):
             self.finish()
 
@@ -976,6 +1087,14 @@ class ProgressView:
             thread.join(timeout=10)
 
     def _run_renderer(self, q: Any) -> None:
+        try:
+            self._render_loop(q)
+        finally:
+            # The thread's own CPU time (it starts at 0 in a new thread): the benchmarks
+            # count it next to the hooks' self-time, read once per fit, never per step.
+            self.render_cpu += time.thread_time()
+
+    def _render_loop(self, q: Any) -> None:
         while True:
             event = q.get()
             if event is None:
@@ -1012,6 +1131,16 @@ class ProgressView:
             self.state, self.history, plot=self.plot, interactive=self.interactive
         )
         self._replace_with(bundle)
+        if self.plot and self.interactive:
+            curves = curves_bundle(self.state, self.history)
+            if curves is not None:
+                self._display_more(curves)
+
+    def _display_more(self, bundle: dict[str, Any]) -> None:
+        """Shows ``bundle`` as a new output after the result (tests record it instead)."""
+        from IPython.display import display
+
+        display(bundle, raw=True)
 
     def _replace_with(self, bundle: dict[str, Any]) -> None:
         """Puts ``bundle`` where the live widgets were, and closes the widgets."""
@@ -1053,8 +1182,11 @@ def make_view(callback: Any) -> Any:
         callback.history,
         on_stop=callback.request_stop,
         plot=callback.plot,
-        interactive=getattr(callback, "interactive", False),
+        interactive=getattr(callback, "interactive", True),
     )
+    view.state.ghost = getattr(callback, "ghost", None)
+    view.state.timer = getattr(callback, "timer", None)
+    view.state.blockers = list(getattr(callback, "blockers", None) or [])
     _finish_on_cell_error(view, callback)
     return view
 

@@ -174,6 +174,7 @@ class StatesPanel(StaticFallback, w.VBox):
             self.header.value = f"<b>{html.escape(self._summary.title())}</b>"
             for path, widget in self._norms.items():
                 widget.value = _norms_html([r for r in self._summary if r.path == path])
+        self.fallback_changed()
 
     # ------------------------------------------------------------ actions
 
@@ -202,6 +203,7 @@ class StatesPanel(StaticFallback, w.VBox):
         if applied is None:
             return
         label = _LABELS[every]
+        self.fallback_changed()  # the saved text names the policy
         if self._standalone:
             self.status.value = (
                 f"Auto-reset: {label}. No session applies it here: pass "

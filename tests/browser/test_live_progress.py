@@ -54,9 +54,11 @@ def test_live_view_streams_stops_and_saves_static(lab, page, lab_server, tmp_pat
     page.locator(".lm-TabBar-tab.jp-mod-current.jp-mod-dirty").wait_for(state="detached")
     nb = lab_server.api("GET", "/api/contents/live.ipynb?content=1")["content"]
     outputs = nb["cells"][1]["outputs"]
-    data = [o["data"] for o in outputs if "text/html" in o.get("data", {})][-1]
-    assert "stopped by user at epoch" in data["text/plain"]
-    assert "<svg" in data["text/html"] and "kk-table" in data["text/html"]
+    # The result (header, table) and, as their own output, the curves (plotly over SVG).
+    data = [o["data"] for o in outputs if "kk-table" in o.get("data", {}).get("text/html", "")]
+    assert "stopped by user at epoch" in data[-1]["text/plain"]
+    curves = [o["data"] for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert "<svg" in curves[-1]["text/html"]
 
     path = tmp_path / "live.ipynb"
     path.write_text(json.dumps(nb))
@@ -66,5 +68,5 @@ def test_live_view_streams_stops_and_saves_static(lab, page, lab_server, tmp_pat
         capture_output=True,
     )
     page.goto((tmp_path / "live.html").as_uri())
-    page.locator(".kk-result svg").first.wait_for()
+    page.locator(".kk-result-curves svg").first.wait_for()
     assert "stopped by user at epoch" in page.locator(".kk-result").first.inner_text()

@@ -6,7 +6,9 @@ Almost everything here is a thin layer over Keras's own callbacks:
   small callback that keeps the epoch history as JSON beside the backup, so
   re-running a cell after the kernel died (or after a stop) continues at the
   right epoch, and the progress view can draw the earlier epochs too.
-  :func:`resumed_state` reads that state *before* ``fit`` starts.
+  :func:`resumed_state` reads that state *before* ``fit`` starts, and
+  :func:`check_resume` proves it can be restored (the backup reads back
+  whole, and its weight shapes are the model's) before anything trains.
 * :func:`checkpoint_callback` is ``ModelCheckpoint(save_best_only=True)``.
 * :func:`tensorboard_callback` writes TensorBoard logs to
   ``runs/NAME/<timestamp>``: with ``keras.callbacks.TensorBoard`` on the
@@ -26,7 +28,6 @@ in the directory is touched)::
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
@@ -48,8 +49,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 __all__ = [
     "ResumeBackup",
     "ResumeHistory",
+    "ResumeMismatch",
     "ResumeState",
     "ScalarTensorBoard",
+    "check_resume",
     "check_tensorboard",
     "checkpoint_callback",
     "clear_resume",
@@ -119,8 +122,8 @@ def resume_callbacks(directory: PathLike) -> list[keras.callbacks.Callback]:
         ValueError: ``directory`` is a file or cannot be written.
 
     Example:
-        >>> state = kernelkit.runs.resumed_state("runs/mnist")  # None on a first run
-        >>> model.fit(x, y, epochs=10, callbacks=kernelkit.runs.resume_callbacks("runs/mnist"))
+        >>> state = kernelkit.checkpoints.resumed_state("runs/mnist")  # None on a first run
+        >>> model.fit(x, y, epochs=10, callbacks=kernelkit.checkpoints.resume_callbacks("runs/mnist"))
 
     """
     root = _writable_dir(directory, "resume directory")
@@ -147,7 +150,7 @@ def resumed_state(directory: PathLike) -> ResumeState | None:
             file to delete to start over).
 
     Example:
-        >>> state = kernelkit.runs.resumed_state("runs/mnist")
+        >>> state = kernelkit.checkpoints.resumed_state("runs/mnist")
         >>> print(state or "new run")
         resumed at epoch 4
 
@@ -170,6 +173,83 @@ def resumed_state(directory: PathLike) -> ResumeState | None:
     )
 
 
+class ResumeMismatch(ValueError):
+    """A resume backup that cannot go into this model (damaged, or another architecture)."""
+
+
+def check_resume(directory: PathLike, model: Any = None) -> ResumeState | None:
+    """Check, before anything trains, that a resumable run in ``directory`` can continue.
+
+    ``%%kmodel NAME --resume DIR`` calls it before the cell runs (the folder
+    and the backup's files), and every resumed fit calls it again with its
+    model, before ``BackupAndRestore`` restores anything: a backup of another
+    architecture is then one line naming the first layer that differs, not a
+    Keras traceback with every weight value in it.
+
+    Args:
+        directory: the directory given to :func:`resume_callbacks`.
+        model: the model the backup will be restored into; a built model's
+            weight shapes are compared with the backup's.
+
+    Returns:
+        The :class:`ResumeState` (None when there is nothing to resume).
+
+    Raises:
+        ValueError: the directory is a file or cannot be written.
+        ResumeMismatch: the backup is damaged (no readable copy of its
+            weights), or holds another architecture's weights. The message
+            names the fix: another folder, or :func:`clear_resume`.
+
+    Example:
+        >>> kernelkit.checkpoints.check_resume("runs/mnist", model)  # None on a first run
+        resumed at epoch 4
+
+    """
+    root = _writable_dir(directory, "resume directory")
+    state = resumed_state(root)
+    if state is None:
+        return None
+    weights = _restored_weights(root)
+    state = resumed_state(root) or state  # the previous backup's epoch, if it fell back to it
+    if model is not None and getattr(model, "built", False):
+        from .weights import layout_difference
+
+        difference = layout_difference(model, weights)
+        if difference is not None:
+            raise ResumeMismatch(
+                f"The resume backup in {root!r} is of another architecture ({difference}), "
+                f"so nothing was restored or trained: use another resume folder, or start "
+                f"this one over with kernelkit.checkpoints.clear_resume({root!r})."
+            )
+    return state
+
+
+def _restored_weights(root: str) -> str:
+    """The weights file BackupAndRestore will load from ``root``, or a one-line error."""
+    backup = os.path.join(root, BACKUP_DIR)
+    latest = os.path.join(backup, _WEIGHTS)
+    problem = _h5_problem(latest)
+    if problem is None:
+        return latest
+    if _h5_problem(latest + ".bkp") is None:
+        if _readable_h5(latest):
+            # BackupAndRestore falls back to the previous backup only when the latest one
+            # fails to open; one that opens but fails to read would end the fit: fall back
+            # here, as Keras does (the previous weights and their metadata).
+            shutil.copyfile(latest + ".bkp", latest)
+            metadata = os.path.join(backup, _METADATA)
+            if os.path.exists(metadata + ".bkp"):
+                shutil.copyfile(metadata + ".bkp", metadata)
+            return latest
+        return latest + ".bkp"  # Keras falls back to it itself
+    raise ResumeMismatch(
+        f"The resume backup in {root!r} is damaged ({_WEIGHTS}: {problem}; no readable "
+        f"previous copy), so it cannot be resumed: delete it with "
+        f"kernelkit.checkpoints.clear_resume({root!r}) to start the run over, or resume from "
+        "another folder."
+    )
+
+
 def clear_resume(directory: PathLike) -> bool:
     """Forgets a resumable run so the next ``fit`` starts at epoch 0.
 
@@ -183,7 +263,7 @@ def clear_resume(directory: PathLike) -> bool:
         True if there was something to remove.
 
     Example:
-        >>> kernelkit.runs.clear_resume("runs/mnist")
+        >>> kernelkit.checkpoints.clear_resume("runs/mnist")
         True
 
     """
@@ -241,6 +321,8 @@ class ResumeBackup(_EpochCutShort, keras.callbacks.BackupAndRestore):
         )
         self._done_epochs = 0
         self._last_batch = -1
+        # The model kernelkit's fit compared the backup with already (skip doing it twice).
+        self.checked_model: Any = None
 
     # Backups happen per epoch only, so keep Keras's default (no-op) batch-end
     # hook: overriding it turns off async batch dispatch in CallbackList and
@@ -248,7 +330,19 @@ class ResumeBackup(_EpochCutShort, keras.callbacks.BackupAndRestore):
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        """Restore the backup (Keras) and note how many epochs it covers."""
+        """Check the backup against the model, restore it (Keras), note the epochs it covers."""
+        # Keras has built the model by now (a subclassed one too): a backup of another
+        # architecture is refused in one line before anything is restored or trained.
+        if not self.model.built:
+            # Keras's TensorFlow trainer builds a subclassed model only when it traces the
+            # first step, after this restore (its JAX trainer builds it before).
+            raise ResumeMismatch(
+                f"Resuming restores the backup before the first step, and model "
+                f"{self.model.name!r} is not built yet: build it first (call it on a batch, "
+                "e.g. model(x[:1]), or start it with keras.Input)."
+            )
+        if self.checked_model is not self.model:
+            check_resume(os.path.dirname(self.backup_dir.rstrip(os.sep)) or ".", self.model)
         super().on_train_begin(logs)
         self._done_epochs = _backup_epoch(self.backup_dir) or 0
 
@@ -354,13 +448,16 @@ def _backup_epoch(backup_dir: str) -> int | None:
             epoch = json.load(f)["epoch"]
         return int(epoch)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"The resume backup in {backup_dir!r} is damaged ({metadata}: {e}); "
-            f"delete {backup_dir!r} to start the run over."
+        root = os.path.dirname(backup_dir.rstrip(os.sep)) or "."
+        raise ResumeMismatch(
+            f"The resume backup in {backup_dir!r} is damaged ({os.path.basename(metadata)}: "
+            f"{e}): delete it with kernelkit.checkpoints.clear_resume({root!r}) to start the run over, "
+            "or resume from another folder."
         ) from None
 
 
 def _readable_h5(path: str) -> bool:
+    """Whether h5py opens the file: what makes BackupAndRestore fall back (an OSError)."""
     import h5py
 
     try:
@@ -368,6 +465,26 @@ def _readable_h5(path: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def _h5_problem(path: str) -> str | None:
+    """Why the HDF5 file at ``path`` cannot be read back whole (None: it can)."""
+    import h5py
+
+    if not os.path.exists(path):
+        return "missing"
+    problems: list[str] = []
+
+    def read(name: str, item: Any) -> None:
+        if isinstance(item, h5py.Dataset) and not problems:
+            item[()]  # a truncated or corrupt block fails here, not at open
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(read)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        return " ".join(str(e).split())[:160] or type(e).__name__
+    return None
 
 
 def _read_history(root: str) -> list[dict[str, Any]]:
@@ -402,8 +519,12 @@ def _write_json_atomic(path: str, data: Any) -> None:
         raise
 
 
-def _writable_dir(directory: PathLike, what: str) -> str:
-    """Create ``directory`` if needed and prove it can be written; one-line errors."""
+def _writable_dir(directory: PathLike, what: str, fix: str = "pick a writable directory") -> str:
+    """Create ``directory`` if needed and prove it can be written; one-line errors.
+
+    ``fix`` ends the line when the folder cannot be made or written (the
+    ``--tensorboard`` folder's place is not the user's choice, say).
+    """
     root = os.fspath(directory)
     if not root:
         raise ValueError(f"The {what} is empty: pass a directory path.")
@@ -416,10 +537,20 @@ def _writable_dir(directory: PathLike, what: str) -> str:
         os.remove(probe)
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise ValueError(
-            f"Cannot write to the {what} {root!r} ({reason}): pick a writable directory."
-        ) from None
+        blocker = _file_on_the_way(root)
+        if blocker is not None:
+            reason, fix = f"{blocker!r} is a file", f"move or rename that file, or {fix}"
+        raise ValueError(f"Cannot write to the {what} {root!r} ({reason}): {fix}.") from None
     return root
+
+
+def _file_on_the_way(root: str) -> str | None:
+    """The regular file among ``root``'s parents that stops the folder being made, if any."""
+    path = Path(root)
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return None if parent.is_dir() else os.fspath(parent)
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -434,8 +565,10 @@ def checkpoint_callback(
     Args:
         path: ``*.weights.h5`` saves the weights only; ``*.keras`` saves the
             whole model. Keras's ``{epoch}``-style placeholders work.
-        monitor: the logged metric that decides "best" (``val_loss`` needs
-            validation data in ``fit``; without it Keras warns and saves nothing).
+        monitor: the logged metric that decides "best". ``val_loss`` needs
+            validation data in ``fit``; ``kernelkit.fit(checkpoint=...)`` and
+            ``--checkpoint`` pass ``"loss"`` (the training loss) for a fit
+            without validation data, and say so in one line.
         mode: ``"auto"``, ``"min"`` or ``"max"``, as in Keras.
 
     Returns:
@@ -443,10 +576,11 @@ def checkpoint_callback(
 
     Raises:
         ValueError: the suffix is neither ``.weights.h5`` nor ``.keras``, the
-            mode is unknown, or the folder cannot be written.
+            mode is unknown, the path is an existing folder, or its folder
+            cannot be written.
 
     Example:
-        >>> best = kernelkit.runs.checkpoint_callback("best.weights.h5")
+        >>> best = kernelkit.checkpoints.checkpoint_callback("best.weights.h5")
         >>> model.fit(x, y, validation_split=0.2, epochs=10, callbacks=[best])
 
     """
@@ -459,6 +593,12 @@ def checkpoint_callback(
         )
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', not {mode!r}.")
+    if os.path.isdir(target):
+        raise ValueError(
+            f"The checkpoint path {target!r} is an existing folder, and Keras saves the best "
+            f"epoch to a file: name a file, e.g. "
+            f"{os.path.join(target, 'best' + ('.weights.h5' if weights_only else '.keras'))!r}."
+        )
     parent = os.path.dirname(target)
     if parent and "{" not in parent:
         _writable_dir(parent, "checkpoint folder")
@@ -511,7 +651,7 @@ class ScalarTensorBoard(keras.callbacks.Callback):
             :func:`check_tensorboard`).
 
     Example:
-        >>> tb = kernelkit.runs.ScalarTensorBoard("runs/mnist/try-1")
+        >>> tb = kernelkit.checkpoints.ScalarTensorBoard("runs/mnist/try-1")
         >>> model.fit(x, y, validation_split=0.2, epochs=3, callbacks=[tb])
 
     """
@@ -718,31 +858,35 @@ def _learning_rates(model: Any) -> dict[str, float]:
     return rates
 
 
-def check_tensorboard() -> None:
+def check_tensorboard(name: str | None = None, root: PathLike = "runs") -> None:
     """Check that TensorBoard logs can be written in this kernel.
 
     ``%%kmodel NAME --tensorboard`` calls it before the cell runs, so a
-    missing package is one clear line instead of a traceback from inside
-    ``fit``. It imports no TensorFlow: on the JAX and torch backends none is
-    needed (see :func:`tensorboard_callback`).
+    missing package, or a log folder that cannot be made, is one clear line
+    instead of a traceback from inside ``fit``. It imports no TensorFlow: on
+    the JAX and torch backends none is needed (see :func:`tensorboard_callback`).
+
+    Args:
+        name: the run's name; given, ``root/name`` is made (if needed) and
+            proved writable too.
+        root: the folder that holds all runs.
 
     Returns:
         None when :func:`tensorboard_callback` will work.
 
     Raises:
         ValueError: one line naming the problem and the fix, e.g. the
-            ``tensorboard`` package is not installed, or fails to load.
+            ``tensorboard`` package is not installed, fails to load, or the
+            log folder cannot be made (a file named ``runs`` is in the way).
 
     Example:
-        >>> kernelkit.runs.check_tensorboard()  # None: TensorBoard logs will work
+        >>> kernelkit.checkpoints.check_tensorboard("mnist")  # None: TensorBoard logs will work
 
     """
     tensorflow = keras.backend.backend() == "tensorflow"
-    try:
-        found = importlib.util.find_spec("tensorboard") is not None
-    except (ImportError, ValueError):  # a broken entry in sys.modules
-        found = False
-    if not found:
+    from ._env import installed
+
+    if not installed("tensorboard"):
         raise ValueError(
             "--tensorboard needs the tensorboard package, which is not installed: "
             "pip install tensorboard (or pip install 'kernelkit[tensorboard]')"
@@ -756,6 +900,21 @@ def check_tensorboard() -> None:
             f"--tensorboard cannot load the tensorboard package ({type(e).__name__}: "
             f"{reason}): pip install --upgrade tensorboard protobuf"
         ) from None
+    if name is not None:
+        _log_folder(name, root)
+
+
+def _log_folder(name: str, root: PathLike) -> str:
+    """``root/name``, made and proved writable: the TensorBoard folder of a run."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(
+            f"Run name {name!r} must be one folder name (letters, digits, '-', '_', '.')."
+        )
+    return _writable_dir(
+        os.path.join(os.fspath(root), name),
+        "TensorBoard folder",
+        fix="run the notebook from a folder you can write to (os.chdir)",
+    )
 
 
 def tensorboard_callback(
@@ -782,17 +941,13 @@ def tensorboard_callback(
             ``tensorboard`` package (see :func:`check_tensorboard`).
 
     Example:
-        >>> tb, logdir = kernelkit.runs.tensorboard_callback("mnist")
+        >>> tb, logdir = kernelkit.checkpoints.tensorboard_callback("mnist")
         >>> model.fit(x, y, epochs=3, callbacks=[tb])
-        >>> print(kernelkit.runs.tensorboard_hint(logdir))
+        >>> print(kernelkit.checkpoints.tensorboard_hint(logdir))
 
     """
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ValueError(
-            f"Run name {name!r} must be one folder name (letters, digits, '-', '_', '.')."
-        )
-    check_tensorboard()  # before any folder is made; tf.summary needs tensorboard too
-    base = _writable_dir(os.path.join(os.fspath(root), name), "TensorBoard folder")
+    check_tensorboard(name, root)  # the package first: tf.summary needs tensorboard too
+    base = _log_folder(name, root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logdir = os.path.join(base, stamp)
     suffix = 1
@@ -823,7 +978,7 @@ def tensorboard_hint(logdir: PathLike) -> str:
         every run of that name shows up.
 
     Example:
-        >>> print(kernelkit.runs.tensorboard_hint("runs/mnist/20260101-120000"))
+        >>> print(kernelkit.checkpoints.tensorboard_hint("runs/mnist/20260101-120000"))
         TensorBoard logs are in runs/mnist/20260101-120000. To view them, run in a cell:
         %load_ext tensorboard
         %tensorboard --logdir runs/mnist

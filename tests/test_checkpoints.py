@@ -1,4 +1,4 @@
-"""kernelkit.runs: resume after a crash, best checkpoints, TensorBoard logs."""
+"""kernelkit.checkpoints: resume after a crash, best checkpoints, TensorBoard logs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from kernelkit import runs
-from kernelkit.runs import (
+from kernelkit import checkpoints
+from kernelkit.checkpoints import (
     ResumeBackup,
     checkpoint_callback,
     clear_resume,
@@ -255,7 +255,7 @@ def test_history_file_is_replaced_atomically(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs.os, "replace", broken_replace)
+    monkeypatch.setattr(checkpoints.os, "replace", broken_replace)
     history_cb = resume_callbacks(tmp_path)[0]
     history_cb.set_model(make_model())
     history_cb.on_train_begin()
@@ -365,7 +365,7 @@ def test_tensorboard_writes_to_runs_name_timestamp(tmp_path):
     callback, logdir = tensorboard_callback("mnist", root=tmp_path / "runs")
     _, logdir2 = tensorboard_callback("mnist", root=tmp_path / "runs")
     # Keras's own on TensorFlow; the TensorFlow-free scalar writer on other backends.
-    assert isinstance(callback, (keras.callbacks.TensorBoard, runs.ScalarTensorBoard))
+    assert isinstance(callback, (keras.callbacks.TensorBoard, checkpoints.ScalarTensorBoard))
     assert logdir != logdir2  # two runs in the same second still get their own folder
     relative = os.path.relpath(logdir, tmp_path)
     assert re.fullmatch(r"runs/mnist/\d{8}-\d{6}(-\d+)?", relative.replace(os.sep, "/"))
@@ -387,3 +387,206 @@ def test_tensorboard_hint_points_at_the_run_name():
 def test_tensorboard_bad_name(tmp_path, name):
     with pytest.raises(ValueError, match="one folder name"):
         tensorboard_callback(name, root=tmp_path)
+
+
+# ----------------------------------------------------------------------------
+# checked before anything trains; honest counts (issue 15)
+
+
+class Perturb(keras.callbacks.Callback):
+    """Knocks the weights far off at the start of one epoch, so a later epoch is worse."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.set_weights([w + 3.0 for w in self.model.get_weights()])
+
+
+def last_line(capsys) -> str:
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_checkpoint_without_validation_keeps_the_best_training_loss_and_says_so(
+    tmp_path, capsys
+):
+    import kernelkit
+
+    path = tmp_path / "best.weights.h5"
+    model = make_model()
+    seen = Recorder()
+    kernelkit.fit(
+        model, X, Y, batch_size=BATCH, epochs=4, shuffle=False, checkpoint=str(path),
+        callbacks=[Perturb(epoch=2), seen],
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert (
+        f"kernelkit {model.name}: no validation data, so the checkpoint {path} keeps the epoch "
+        "with the lowest training loss; pass validation_data or validation_split to keep the "
+        "lowest val_loss instead"
+    ) in out.splitlines()
+    losses = {e: logs["loss"] for e, logs in seen.logs.items()}
+    best = min(losses, key=losses.get)
+    assert best < 3, losses  # the perturbed epochs are worse: the best is not the last one
+    restored = make_model(seed=3, compile=False)
+    restored.load_weights(path)
+    for a, b in zip(snapshot(restored), seen.at_end[best], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_with_validation_says_nothing_extra(tmp_path, capsys):
+    import kernelkit
+
+    kernelkit.fit(
+        make_model(), X, Y, batch_size=BATCH, epochs=2, validation_split=0.25,
+        checkpoint=str(tmp_path / "best.weights.h5"),
+    )  # fmt: skip
+    assert "no validation data" not in capsys.readouterr().out
+    assert (tmp_path / "best.weights.h5").is_file()
+
+
+def test_checkpoint_naming_a_folder_is_one_line(tmp_path):
+    (tmp_path / "best.keras").mkdir()
+    with pytest.raises(ValueError) as excinfo:
+        checkpoint_callback(tmp_path / "best.keras")
+    assert str(excinfo.value) == (
+        f"The checkpoint path '{tmp_path}/best.keras' is an existing folder, and Keras saves "
+        f"the best epoch to a file: name a file, e.g. '{tmp_path}/best.keras/best.keras'."
+    )
+
+
+def test_check_resume_says_where_a_run_continues(tmp_path):
+    assert checkpoints.check_resume(tmp_path / "new") is None  # a first run: made, nothing to resume
+    fit(make_model(), tmp_path / "run", 4, StopAt(epoch=1, batch=3))
+    state = checkpoints.check_resume(tmp_path / "run", make_model(seed=7))
+    assert state.epoch == 2 and str(state) == "resumed at epoch 3"
+
+
+def test_a_backup_of_another_architecture_is_refused_before_anything_trains(tmp_path):
+    import kernelkit
+
+    fit(make_model(), tmp_path, 4, StopAt(epoch=0, batch=3))
+    files = {p.name: p.read_bytes() for p in (tmp_path / "backup").iterdir()}
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(1)])
+    other.compile("sgd", "mse")
+    before = snapshot(other)
+    with pytest.raises(kernelkit.session.FitRefused) as excinfo:
+        kernelkit.fit(other, X, Y, batch_size=BATCH, epochs=4, resume=str(tmp_path))
+    assert re.fullmatch(
+        re.escape(f"The resume backup in '{tmp_path}' is of another architecture (layer '")
+        + r"dense(_\d+)?"
+        + re.escape(
+            "' holds [(4, 8), (8,)] there and [(4, 5), (5,)] in this model), so nothing was "
+            "restored or trained: use another resume folder, or start this one over with "
+            f"kernelkit.checkpoints.clear_resume('{tmp_path}')."
+        ),
+        str(excinfo.value),
+    ), str(excinfo.value)
+    assert int(keras.ops.convert_to_numpy(other.optimizer.iterations)) == 0
+    for a, b in zip(snapshot(other), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "backup").iterdir()} == files
+
+
+def test_an_unbuilt_model_is_checked_before_the_restore(tmp_path):
+    import kernelkit
+
+    fit(make_model(), tmp_path, 4, StopAt(epoch=0, batch=3))
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(5)
+            self.out = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    net = Net()
+    net.compile("sgd", "mse")
+    assert not net.built
+    with pytest.raises(kernelkit.session.FitRefused) as excinfo:
+        kernelkit.fit(net, X, Y, batch_size=BATCH, epochs=4, resume=str(tmp_path), verbose=0)
+    message = str(excinfo.value)
+    assert "\n" not in message, message
+    if keras.backend.backend() == "tensorflow":
+        # Keras's TensorFlow trainer builds a subclassed model only at its first step.
+        assert message == (  # Keras numbers repeated names (net_1) in one session
+            f"Resuming restores the backup before the first step, and model '{net.name}' is not "
+            "built yet: build it first (call it on a batch, e.g. model(x[:1]), or start it with "
+            "keras.Input)."
+        )
+    else:  # the JAX trainer builds it before the restore: the shapes are compared then
+        assert "is of another architecture (" in message, message
+        assert message.endswith(f"kernelkit.checkpoints.clear_resume('{tmp_path}')."), message
+    assert int(keras.ops.convert_to_numpy(net.optimizer.iterations)) == 0
+
+
+def test_a_resumed_run_counts_the_whole_run_and_this_part(tmp_path, capsys):
+    import kernelkit
+
+    first = make_model()
+    kernelkit.fit(first, X, Y, batch_size=BATCH, epochs=6, shuffle=False, resume=str(tmp_path),
+                  callbacks=[StopAt(epoch=1, batch=3)])  # stopped at the end of epoch 2
+    assert re.fullmatch(
+        rf"kernelkit {first.name}: a callback set model.stop_training \(StopAt\) \(2 epochs\) - "
+        r"loss \S+",
+        last_line(capsys),
+    )
+    second = make_model(seed=9)  # a fresh kernel's model
+    kernelkit.fit(second, X, Y, batch_size=BATCH, epochs=6, shuffle=False, resume=str(tmp_path))
+    assert re.fullmatch(
+        rf"kernelkit {second.name}: finished \(6 epochs, 4 in this run\) - loss \S+",
+        last_line(capsys),
+    )
+
+
+def test_a_resumed_run_cut_short_counts_complete_epochs_only(tmp_path, capsys):
+    import kernelkit
+
+    kernelkit.fit(make_model(), X, Y, batch_size=BATCH, epochs=6, shuffle=False,
+                  resume=str(tmp_path), callbacks=[StopAt(epoch=1, batch=3)])
+    capsys.readouterr()
+    model = make_model(seed=9)
+    live = kernelkit.LiveProgress()
+
+    class StopAtStep(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 3 and batch == 1:
+                live.request_stop("user")  # as the Stop button does
+
+    kernelkit.fit(model, X, Y, batch_size=BATCH, epochs=6, shuffle=False, resume=str(tmp_path),
+                  callbacks=[live, StopAtStep()])
+    assert re.fullmatch(
+        rf"kernelkit {model.name}: stopped by user at epoch 4, step 2 of 4 "
+        r"\(3 epochs complete, 1 in this run\) - loss \S+",
+        last_line(capsys),
+    )
+
+
+def test_a_latest_backup_that_opens_but_fails_to_read_falls_back_too(tmp_path):
+    with pytest.raises(RuntimeError):
+        fit(make_model(), tmp_path, 5, Crash(epoch=3))  # backups of epochs 2 (.bkp) and 3
+    latest = tmp_path / "backup" / "latest.weights.h5"
+    with h5py.File(latest, "r+") as f:  # the header is fine; one dataset's data is not
+        name = next(n for n in _datasets(f))
+        offset = f[name].id.get_offset()
+    data = bytearray(latest.read_bytes())
+    data[offset:] = b"\xff" * (len(data) - offset)  # clobbers the stored values from there on
+    latest.write_bytes(bytes(data))
+    state = checkpoints.check_resume(tmp_path, make_model(seed=4))
+    assert state.epoch == 2  # what is restored: the previous backup, as Keras would
+    seen = Recorder()
+    fit(make_model(), tmp_path, 5, seen)
+    assert seen.epochs == [2, 3, 4]
+
+
+def _datasets(group):
+    found = []
+    group.visititems(lambda n, item: found.append(n) if isinstance(item, h5py.Dataset) else None)
+    return found
