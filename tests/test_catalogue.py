@@ -636,7 +636,7 @@ KERNEL_CASES = [
 @pytest.fixture(scope="module")
 def real_kernel(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One real kernel for the kernel rows, which run in order (each builds on the last)."""
-    from conftest import Kernel
+    from _kernel import Kernel
     from jupyter_client.manager import start_new_kernel
 
     env = dict(os.environ)

@@ -38,8 +38,14 @@ def keras_tests(tmp_path, *plugin):
 
     src = Path(keras.__file__).parent / "src"
     env = dict(os.environ, PYTHONPATH=str(HERE), TF_CPP_MIN_LOG_LEVEL="3")
+    # Keras's tests, under Keras's own settings: without an ini of their own, pytest takes
+    # kernelkit's pyproject (the common folder of a venv inside the checkout), and its
+    # --strict-markers refuses Keras's markers.
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\n")
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ini),
+         "--rootdir", str(tmp_path), *plugin,
          "-k", "not grain and not torch", *(str(src / f) for f in FILES)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500,
     )
