@@ -133,12 +133,25 @@ def _error_line(error: BaseException) -> str:
 
     Keras wraps errors raised inside a layer's ``call`` as "Exception encountered
     when calling Sequential.call()." with the reason on a later (bold) line.
+    TensorFlow's traced step opens with "Graph execution error:" and "Detected at
+    node ...", then an indented stack, and only then the reason ("Matrix
+    size-incompatible: ..."): the reason is the first unindented line after them.
     """
-    lines = [_ANSI.sub("", line).strip() for line in str(error).splitlines()]
+    raw = [_ANSI.sub("", line) for line in str(error).splitlines()]
+    wrappers = (
+        "Exception encountered when calling",
+        "Arguments received",
+        "Graph execution error",
+        "Detected at node",
+        "<stack traces unavailable>",
+    )
+    graph = bool(raw) and raw[0].startswith("Graph execution error")
     useful = [
-        line
-        for line in lines
-        if line and not line.startswith(("Exception encountered when calling", "Arguments received"))
+        line.strip()
+        for line in raw
+        if line.strip()
+        and not line.strip().startswith(wrappers)
+        and not (graph and line[:1].isspace())  # the stack TensorFlow prints above the reason
     ]
     return f"{type(error).__name__}: {useful[0] if useful else ''}".rstrip(": ")
 
