@@ -205,14 +205,50 @@ def _keras(verbose: int, callbacks: list) -> callable:
     return fit
 
 
-def _kernelkit(**options) -> callable:
+def _kernelkit(*, ledger: bool = False, watch: bool = False, **options) -> callable:
+    """kernelkit.fit; ``ledger``: of a registered model (its run recorded in the ledger, the
+    last run drawn as a ghost); ``watch``: with an ActivationWatch on 32 probe inputs."""
+
     def fit(model, n, epochs):
         live = timed(LiveProgress(**options))
         fit.live = live
-        return kernelkit.fit(model, x[:n], y[:n], epochs=epochs, batch_size=BATCH,
-                             validation_split=0.1, callbacks=[live])  # fmt: skip
+        callbacks = [live]
+        if watch:
+            callbacks.append(timed(kernelkit.ActivationWatch(x[:32])))
+        if ledger:
+            kernelkit.register("bench", model)
+        try:
+            return kernelkit.fit(model, x[:n], y[:n], epochs=epochs, batch_size=BATCH,
+                                 validation_split=0.1, callbacks=callbacks)  # fmt: skip
+        finally:
+            if ledger:
+                kernelkit.unregister("bench")
 
     return fit
+
+
+def input_clock_us(calls: int = 200_000) -> float:
+    """What kernelkit's input clock adds to each ``next`` of the train step's iterator (us).
+
+    The clock (``kernelkit.timing.InputTimer``) wraps the iterator Keras's JAX train step
+    pulls batches from; this times that wrapper around a trivial iterator against the bare
+    iterator, in this process, best of 5.
+    """
+    from kernelkit.timing import InputTimer, _TimedIterator
+
+    items = list(range(calls))
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in iter(items):
+            pass
+        bare = time.perf_counter() - t
+        timer = InputTimer()
+        t = time.perf_counter()
+        for _ in _TimedIterator(iter(items), timer):
+            pass
+        best = min(best, time.perf_counter() - t - bare)
+    return 1e6 * best / calls
 
 
 def _peer(kind: str) -> callable:
@@ -252,6 +288,10 @@ def _peer(kind: str) -> callable:
         return _kernelkit()
     if kind == "kernelkit_norestore":
         return _kernelkit(restore_on_nan=False)
+    if kind == "kernelkit_ledger":
+        return _kernelkit(ledger=True)
+    if kind == "kernelkit_watch":
+        return _kernelkit(watch=True)
     raise ValueError(f"unknown method {kind!r}")
 
 
@@ -283,12 +323,15 @@ def run(kind: str, n: int = SAMPLES, epochs: int = EPOCHS) -> dict:
     cpu = time.process_time() - cpu0
     live = getattr(fit, "live", None)
     view = getattr(live, "view", None)
+    waited = getattr(live, "input_timer", None)
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations)) - 32
     result = {
         "kind": kind, "backend": keras.backend.backend(), "wall": wall, "cpu": cpu,
         "steps": steps, "iopub_cpu": _thread_cpu("IOPub") - iopub0,
         "render_cpu": float(getattr(view, "render_cpu", 0.0) or 0.0),
         "load": os.getloadavg()[0], **meter, "by_hook": dict(meter["by_hook"]),
+        "input_batches": waited.batches if waited is not None and waited.measured else 0,
+        "input_wait": waited.seconds if waited is not None and waited.measured else 0.0,
     }  # fmt: skip
     totals(result)
     return result

@@ -12,6 +12,8 @@ Dense 64 -> 10, batch 32, 3 epochs, validation_split 0.1. Methods:
   liveprogress   model.fit(verbose=0, callbacks=[LiveProgress()])
   kernelkit      kernelkit.fit(...)                         (LiveProgress, restore_on_nan on)
   kernelkit_norestore  kernelkit.fit with LiveProgress(restore_on_nan=False)
+  kernelkit_ledger     kernelkit.fit of a registered model (run ledger + ghost curve)
+  kernelkit_watch      kernelkit.fit with ActivationWatch (--watch) on 32 probe inputs
 
 Each round is a fresh kernel: every method fits once on a tiny slice (imports and
 first-use costs out of the timing), then each fits once for real, in an order
@@ -49,8 +51,9 @@ sys.path.insert(0, HERE)
 from bench_progress import execute, start_kernel  # noqa: E402
 
 TF_METHODS = ("quiet", "empty", "keras1", "keras2", "tqdm", "livelossplot", "hfbar", "liveprogress",
-              "kernelkit", "kernelkit_norestore")  # fmt: skip
-JAX_METHODS = ("quiet", "liveprogress", "kernelkit")
+              "kernelkit", "kernelkit_norestore", "kernelkit_ledger",
+              "kernelkit_watch")  # fmt: skip
+JAX_METHODS = ("quiet", "liveprogress", "kernelkit", "kernelkit_ledger", "kernelkit_watch")
 LABELS = {
     "quiet": "Keras verbose=0",
     "empty": "an empty batch hook (the meter's floor)",
@@ -62,12 +65,17 @@ LABELS = {
     "liveprogress": "kernelkit LiveProgress (model.fit)",
     "kernelkit": "kernelkit.fit",
     "kernelkit_norestore": "kernelkit.fit, restore_on_nan=False",
+    "kernelkit_ledger": "kernelkit.fit, registered (ledger + ghost)",
+    "kernelkit_watch": "kernelkit.fit + ActivationWatch (--watch)",
 }
+_LEDGER = tempfile.mkdtemp(prefix="kernelkit-bench-ledger-")
 SETUP = f"import sys; sys.path.insert(0, {HERE!r}); import _peers_kernel as pk"
 
 
 def kernel_env(backend: str) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    # The registered-model runs write to a ledger: a throwaway folder, not the checkout.
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               KERNELKIT_LEDGER=_LEDGER)
     return env
 
 
@@ -162,6 +170,10 @@ def summarize(results: list[dict], methods: tuple[str, ...], saved: dict[str, fl
             "by_hook": {name: [1e3 * r["by_hook"].get(name, 0.0) for r in runs]
                         for name in sorted({n for r in runs for n in r["by_hook"]})},
             "step_total_ms": [1e3 * r["step_wall"] for r in runs],
+            "input_batches": [r.get("input_batches", 0) for r in runs],
+            "input_share": [r.get("input_wait", 0.0) / r["wall"] for r in runs],
+            "to_kernelkit": [rr[kind]["wall"] / rr["kernelkit"]["wall"]
+                             for rr in by_round.values() if "kernelkit" in rr],  # fmt: skip
         }
     return rows
 
@@ -221,9 +233,21 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump({"results": results, "saved": saved}, f)
     print_table(rows, args.backend, args.rounds)
-    report_kernelkit(rows, saved)
+    clock_us = input_clock_us(args.backend) if "kernelkit" in methods else None
+    report_kernelkit(rows, saved, clock_us)
     if args.backend == "tensorflow":
         report_logs_conversion()
+
+
+def input_clock_us(backend: str) -> float:
+    """The input clock's cost per batch, measured in a fresh kernel of ``backend``."""
+    km, kc = start_kernel(env=kernel_env(backend))
+    try:
+        execute(kc, SETUP)
+        return float(result_of(kc, "pk.input_clock_us()"))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def report_logs_conversion() -> None:
@@ -242,7 +266,7 @@ def report_logs_conversion() -> None:
               f"each, {100 * f['share']:.2f}% of fit wall")
 
 
-def report_kernelkit(rows: dict, saved: dict) -> None:
+def report_kernelkit(rows: dict, saved: dict, clock_us: float | None = None) -> None:
     kk = rows.get("kernelkit")
     if kk is None:
         return
@@ -269,12 +293,33 @@ def report_kernelkit(rows: dict, saved: dict) -> None:
     if "kernelkit_norestore" in rows:
         pairs = [a / b for a, b in zip(kk["ratio"], rows["kernelkit_norestore"]["ratio"])]
         print(f"kernelkit.fit wall, restore_on_nan=True / False: {spread(pairs)}")
+    report_diagnostics(rows, clock_us)
     print(f"iopub during kernelkit.fit: {spread(kk['msgs_per_s'], 1, '{:.1f}')} msg/s (target "
           f"<= 10), {spread(kk['bytes_per_10k'], 1e-6, '{:.3f}')} MB per 10,000 steps "
           "(target <= 1)")
     if "kernelkit (20 epochs)" in saved:
         print(f"saved notebook of a 20-epoch kernelkit.fit: {saved['kernelkit (20 epochs)']:.0f} "
               "KB (target <= 100 KB)")
+
+
+def report_diagnostics(rows: dict, clock_us: float | None) -> None:
+    """The diagnostics' own cost: the input clock, the run ledger and the activation watch."""
+    kk = rows["kernelkit"]
+    if clock_us is not None and any(kk["input_batches"]):
+        batches = statistics.median(kk["input_batches"])
+        # One clock pair per batch, one batch per step: its cost over the step time.
+        steps_share = [clock_us * 1e-3 / ms for b, ms in zip(kk["input_batches"], kk["step_ms"])
+                       if b]  # fmt: skip
+        print(f"input clock: {clock_us:.2f} us per batch pulled ({batches:.0f} batches), "
+              f"{spread(steps_share, 100, '{:.3f}%')} of fit wall; the steps waited "
+              f"{spread(kk['input_share'], 100, '{:.1f}%')} of fit wall for input")
+    elif clock_us is not None:
+        print("input clock: not used on this backend (TensorFlow pulls batches in its graph)")
+    for kind, what in (("kernelkit_ledger", "run ledger + ghost (registered model)"),
+                       ("kernelkit_watch", "ActivationWatch on 32 probe inputs")):  # fmt: skip
+        if kind in rows and rows[kind]["to_kernelkit"]:
+            print(f"{what}: kernelkit.fit wall with / without {spread(rows[kind]['to_kernelkit'])}"
+                  f", fit / verbose=0 {spread(rows[kind]['ratio'])}")
 
 
 if __name__ == "__main__":

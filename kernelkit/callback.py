@@ -29,6 +29,7 @@ import numpy as np
 from . import _fitting
 from . import events as ev
 from .history import RunHistory, scalar_logs
+from .timing import InputTimer
 
 Sink = Callable[[ev.Event], None]
 
@@ -69,7 +70,7 @@ def describe_distribution(model: Any) -> tuple[str, int]:
 
 
 def _find_fit_frame(callback: keras.callbacks.Callback) -> dict[str, Any]:
-    """Reads ``fit``'s locals: its CallbackList, initial_epoch and batch_size.
+    """Reads ``fit``'s locals: its CallbackList, initial_epoch, batch_size and epoch_iterator.
 
     Keras gives a callback neither its siblings nor ``batch_size``; the
     ``fit`` frame has both. This runs once per fit, never per step, and
@@ -88,6 +89,7 @@ def _find_fit_frame(callback: keras.callbacks.Callback) -> dict[str, Any]:
                     "callbacks": [c for c in siblings if c is not callback],
                     "initial_epoch": local.get("initial_epoch"),
                     "batch_size": local.get("batch_size"),
+                    "epoch_iterator": local.get("epoch_iterator"),
                 }
         frame = frame.f_back
     return {}
@@ -279,6 +281,9 @@ class LiveProgress(keras.callbacks.Callback):
         # that turn off Keras's async dispatch, for the final result's timing line.
         self.timer: Any = None
         self.blockers: list[str] = []
+        # How long each fit's steps waited for their next batch (JAX; TensorFlow pulls
+        # batches inside its graph).
+        self.input_timer = InputTimer()
         self.batch_size: int | None = None
         self.resumed_at: int | None = None
         self._hot = _Hot()
@@ -368,6 +373,7 @@ class LiveProgress(keras.callbacks.Callback):
         if self.batch_size is None and isinstance(found.get("batch_size"), int):
             self.batch_size = found["batch_size"]
         self._initial_epoch = int(found.get("initial_epoch") or 0)
+        self.input_timer.attach(found.get("epoch_iterator"))
         self.history = history_for(self.model)
         if self.display != "none" and self.view is None:
             self.view = _make_view(self)
@@ -473,6 +479,7 @@ class LiveProgress(keras.callbacks.Callback):
 
     def _release(self) -> None:
         """The fit is over: carry out the model operations queued while it ran."""
+        self.input_timer.detach()
         model = getattr(self, "_model", None)
         if model is not None:
             _fitting.end(model)

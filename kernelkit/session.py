@@ -733,18 +733,34 @@ def _fit(
         added.append(ResetStates(every=entry.auto_reset))
     _attach_lab(live)
 
+    # The run ledger: every fit of a registered model (or of the cell's NAME), in this
+    # process or in workers (rank 0's events reach the same sinks), written at the fit's
+    # begin, each epoch end and its end only; never per step.
+    recorder = None
+    if (entry is not None or cell is not None) and _ledger_on():
+        from . import ledger
+
+        seed = entry.seed if entry is not None else (cell or {}).get("seed")
+        recorder = ledger.recorder_for(model, name, {**kwargs, "x": x, "y": y}, seed=seed)
+        live.ghost = _previous_run(name)
+        live.sinks.append(recorder)
+
     if workers is not None:
         from .workers import fit_on_workers
 
-        return fit_on_workers(
-            model,
-            x,
-            y,
-            workers=workers,
-            callbacks=[*before, *callbacks, *added],
-            **worker_options,
-            **kwargs,
-        )
+        try:
+            return fit_on_workers(
+                model,
+                x,
+                y,
+                workers=workers,
+                callbacks=[*before, *callbacks, *added],
+                **worker_options,
+                **kwargs,
+            )
+        finally:
+            if recorder is not None:
+                live.sinks.remove(recorder)
 
     if given_list is not None:
         # A ready CallbackList is Keras's to use as it is: ours join it for this fit only.
@@ -760,16 +776,6 @@ def _fit(
     if entry is not None:
         entry.live = live
         entry.sample = _sample(x) if x is not None else entry.sample
-    # The run ledger: every fit of a registered model (or of the cell's NAME), written at
-    # the fit's begin, each epoch end and its end only; never per step.
-    recorder = None
-    if (entry is not None or cell is not None) and _ledger_on():
-        from . import ledger
-
-        seed = entry.seed if entry is not None else (cell or {}).get("seed")
-        recorder = ledger.recorder_for(model, name, {**kwargs, "x": x, "y": y}, seed=seed)
-        live.ghost = _previous_run(name)
-        live.sinks.append(recorder)
     watch = _watch_for(entry, cell, x)
     if watch is not None:
         passed = [*passed, watch] if given_list is None else passed

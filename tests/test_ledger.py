@@ -161,6 +161,45 @@ def test_the_table_and_the_comparison_read_without_a_kernel(book, tiny_data):
     assert repr(compared).startswith("2 runs compared: loss, val_loss")
 
 
+def test_the_live_table_sorts_by_any_column(book, tiny_data, monkeypatch):
+    import re
+
+    x, y = tiny_data
+    for rate in (1e-1, 1e-3, 1e-2):
+        _record(book, _model(rate), x, y, validation_split=0.25, epochs=2)
+    table = RunTable(book.runs("reg"), "reg")
+    widget = table.sorter()
+    (by, flip), shown = widget.children[0].children, widget.children[1]
+
+    def ids_shown():
+        return [int(i) for i in re.findall(r"<td[^>]*>#(\d+)</td>", shown.value)]
+
+    assert ids_shown() == [r.id for r in table]
+    assert ("best val_loss", "val_loss") in by.options
+    by.value = "val_loss"  # a loss: the lowest first
+    assert ids_shown() == [r.id for r in table.sort("val_loss")] and _best_order(
+        RunTable([table.runs[[r.id for r in table].index(i)] for i in ids_shown()]), "val_loss")
+    flip.value = True
+    assert ids_shown() == [r.id for r in table.sort("val_loss", reverse=True)]
+    by.value = "learning_rate"
+    assert [table.runs[[r.id for r in table].index(i)].learning_rate for i in ids_shown()] == (
+        pytest.approx([1e-1, 1e-2, 1e-3]))  # reversed: highest rate first
+    # Outside a kernel the output is the static table only; inside, the widget comes with it.
+    assert set(table._repr_mimebundle_()) == {"text/plain", "text/html"}
+    monkeypatch.setattr("kernelkit.views.ledger.in_notebook_kernel", lambda: True)
+    assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
+
+
+def test_runs_without_a_value_go_last_in_either_order(book, tiny_data):
+    x, y = tiny_data
+    _record(book, _model(1e-2), x, y, epochs=1)
+    _record(book, _model(1e-3), x, y, validation_split=0.25, epochs=1)
+    table = RunTable(book.runs("reg"), "reg")
+    no_val = table[0].id
+    assert table.sort("val_loss")[-1].id == no_val
+    assert table.sort("val_loss", reverse=True)[-1].id == no_val
+
+
 def _best_order(table, metric):
     from kernelkit.views.ledger import _best
 

@@ -154,11 +154,44 @@ def test_the_card_gets_a_runs_tab_and_under_watch_an_activations_tab(shell):
     assert "Runs" in titles and "Activations" not in titles
     shell.run_cell_magic("kmodel", "reg --watch --no-card", CELL.format(rate=1e-3))
     tabs = dict(kernelkit.card(shell.user_ns["reg"]).tabs())
-    runs_html = tabs["Runs"].value
+    runs_html = _html_in(tabs["Runs"])
     assert "runs of reg" in runs_html and runs_html.count("<svg") >= 2
     assert "the last 2 of 2 runs overlaid" in runs_html
     assert "dense" in tabs["Activations"].value and "dead units" in tabs["Activations"].value
     assert repr(kernelkit.activation_stats("reg")).startswith("ActivationWatch: 2 layers over 2 epochs")
+
+
+def _html_in(widget):
+    """The HTML a widget tree shows: its HTML widgets' values, in order."""
+    import ipywidgets
+
+    own = widget.value if isinstance(widget, ipywidgets.HTML) else ""
+    return own + "".join(_html_in(child) for child in getattr(widget, "children", ()))
+
+
+RUNS_IN_KERNEL = """
+for rate in (1e-1, 1e-3):
+    get_ipython().run_cell_magic(
+        "kmodel", "reg --no-card", f"reg = make({rate})\\nreg.fit(x4, y1, epochs=2, verbose=0)")
+"""
+
+
+@pytest.mark.kernel
+def test_runs_shows_a_sortable_widget_and_keeps_the_static_table(kernel, tmp_path):
+    """In a real kernel: the output carries the live widget and the static table beside it."""
+    folder = tmp_path / "ledger"
+    reply, _ = kernel.execute(
+        f"import kernelkit\nkernelkit.ledger.set_folder({str(folder)!r})\n%load_ext kernelkit\n"
+        + SETUP
+        + RUNS_IN_KERNEL
+    )
+    assert reply["status"] == "ok", reply
+    reply, messages = kernel.execute('kernelkit.runs("reg")')
+    assert reply["status"] == "ok", reply
+    (result,) = [m["content"]["data"] for m in messages if m["msg_type"] == "execute_result"]
+    assert "application/vnd.jupyter.widget-view+json" in result
+    assert "runs of reg" in result["text/html"] and "<table" in result["text/html"]
+    assert result["text/plain"].splitlines()[0] == "runs of reg"
 
 
 def test_activation_stats_without_watch_is_one_line(shell):

@@ -96,3 +96,65 @@ def test_the_final_result_of_a_routed_fit_carries_the_timing_line(tiny_model, ti
         state.apply(event)
     html = timing_html(state)
     assert "kk-breakdown" in html and "time: " in html and "Slow takes" in html
+
+
+class SlowData(keras.utils.PyDataset):
+    """Eight batches that each take 0.1 s of CPU to load: an input-bound pipeline."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        import numpy as np
+
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.1:
+            pass
+        return np.ones((8, 4), "float32"), np.ones((8, 1), "float32")
+
+
+def test_a_slow_input_pipeline_is_measured_and_named_with_the_fix():
+    """JAX pulls batches in Python: the wait is timed. TensorFlow pulls inside its graph."""
+    import kernelkit
+    from kernelkit.views.progress import ProgressState, timing_html
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    events = []
+    live = kernelkit.LiveProgress(display="none", sink=events.append)
+    kernelkit.fit(model, SlowData(), epochs=2, callbacks=[live], verbose=0)
+    state = ProgressState()
+    state.input_timer = live.input_timer
+    for event in events:
+        state.apply(event)
+    line = state.breakdown().line()
+    if keras.backend.backend() == "tensorflow":
+        assert not live.input_timer.measured and "(input" not in line
+        return
+    waited = live.input_timer
+    assert waited.batches == 16 and waited.seconds >= 16 * 0.1
+    assert f"(input {waited.seconds:.2f} s)" in line
+    assert "waiting for input takes" in line and "PyDataset with workers=4" in line
+    assert "waiting for input" in timing_html(state)
+    # The fit's own iterator is Keras's again: the next fit is not timed by this one.
+    assert live.input_timer._attached is None
+
+
+def test_in_memory_arrays_are_not_called_input_bound(tiny_model, tiny_data):
+    import kernelkit
+
+    x, y = tiny_data
+    live = kernelkit.LiveProgress(display="none")
+    kernelkit.fit(tiny_model, x, y, epochs=2, batch_size=32, callbacks=[live], verbose=0)
+    measured = live.input_timer.measured
+    assert measured == (keras.backend.backend() != "tensorflow")
+    breakdown = Breakdown(wall=5.0, input=live.input_timer.seconds if measured else None)
+    assert not breakdown.input_bound() and "waiting for input" not in breakdown.line()
+
+
+def test_the_input_wait_reads_inside_the_steps():
+    assert Breakdown(wall=10.0, compile=2.0, input=0.5).line() == (
+        "time: compile 2.00 s · steps 8.00 s (input 0.50 s)")
+    # A big share but under a second in all: not named.
+    assert not Breakdown(wall=1.0, input=0.9).input_bound()
+    assert Breakdown(wall=4.0, input=2.0).input_bound()

@@ -405,6 +405,18 @@ def test_a_notebook_trains_on_two_workers_with_live_progress(tmp_path, pythonpat
                 """
             )
         ),
+        # A registered model's fit on workers goes into the run ledger like any other.
+        nbformat.v4.new_code_cell(
+            textwrap.dedent(
+                """
+                kernelkit.register("reg_workers", model)
+                kernelkit.fit(model, x, y, workers=2, batch_size=32, epochs=2, shuffle=False,
+                              callbacks=[kernelkit.LiveProgress(display="none")])
+                (run,) = kernelkit.runs("reg_workers")
+                print(run.state, len(run.epochs), run.device)
+                """
+            )
+        ),
     ]
     client = NotebookClient(
         nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
@@ -427,6 +439,8 @@ def test_a_notebook_trains_on_two_workers_with_live_progress(tmp_path, pythonpat
     # Identical weights on both ranks and in the notebook; the single-process
     # loss; no worker left; rank 0's events reached the notebook's callback.
     assert printed == ["True", "True", "0", "TrainBegin", "2", "True", "TrainEnd", "finished"]
+    recorded = "".join(o.get("text", "") for o in nb.cells[3].outputs).strip()
+    assert recorded == "finished 2 DataParallel (2 workers, 2 devices)", recorded
 
 
 STOPPED_RUN_CHECK = textwrap.dedent(

@@ -2,7 +2,10 @@
 
 Both are plain objects with a ``text/plain`` and a static ``text/html``, so a
 saved notebook shows them in GitHub, nbviewer and nbconvert with no kernel and
-no server. The data comes from :mod:`kernelkit.ledger`; nothing here writes.
+no server. In a live kernel the table also comes as a widget that sorts by
+any column (``RunTable.sorter``); the static HTML stays in the same output for
+every reader without widgets. The data comes from :mod:`kernelkit.ledger`;
+nothing here writes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from .. import ledger as _ledger
 from . import _svg
-from .progress import _swatch, format_duration, format_value, metric_goal
+from .progress import _swatch, format_duration, format_value, in_notebook_kernel, metric_goal
 
 #: One colour per run, in the order chosen (matplotlib's tab10, most distinct first).
 PALETTE = (
@@ -106,7 +109,58 @@ class RunTable(Sequence[_ledger.Run]):
                 value = _best(run, by)
             return (value is None, value if value is not None else 0)
 
-        return RunTable(sorted(self.runs, key=key, reverse=reverse), self.title)
+        # Runs without the value go last in either order.
+        have = [r for r in self.runs if not key(r)[0]]
+        lack = [r for r in self.runs if key(r)[0]]
+        return RunTable([*sorted(have, key=key, reverse=reverse), *lack], self.title)
+
+    def sort_choices(self) -> list[tuple[str, str]]:
+        """The columns the table sorts by: (label, ``sort``'s key), as the sorter offers them."""
+        choices = [("run", "id"), ("epochs", "epochs"), ("lr", "learning_rate")]
+        choices += [(f"best {m}", m) for m in self._metrics()]
+        return choices
+
+    def sorter(self) -> Any:
+        """The table as a live widget: a column to sort by and the order, above the table.
+
+        Choosing a metric puts its best runs first (lowest loss, highest
+        accuracy); "reversed" flips the order. Sorting is the view's own
+        state: nothing is written, and the static ``text/html`` of the output
+        keeps the recorded order.
+        """
+        import ipywidgets as w
+
+        by = w.Dropdown(
+            options=self.sort_choices(),
+            value="id",
+            description="sort by",
+            layout=w.Layout(width="240px"),
+        )
+        flip = w.ToggleButton(value=False, description="reversed", layout=w.Layout(width="90px"))
+        shown = w.HTML(self._repr_html_())
+
+        def redraw(_change: Any = None) -> None:
+            key = by.value
+            best_first = metric_goal(key) == "max"  # highest accuracy first; lowest loss first
+            shown.value = self.sort(key, reverse=best_first != flip.value)._repr_html_()
+
+        by.observe(redraw, names="value")
+        flip.observe(redraw, names="value")
+        return w.VBox([w.HBox([by, flip]), shown])
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        bundle: dict[str, Any] = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        if len(self.runs) > 1 and in_notebook_kernel():
+            try:
+                widget = self.sorter()
+            except ImportError:  # no ipywidgets: the static table is the whole output
+                return bundle
+            # The widget where a front end renders widgets, the static table everywhere else
+            # (and in the saved notebook).
+            bundle.update(
+                {k: v for k, v in widget._repr_mimebundle_().items() if k != "text/plain"}
+            )
+        return bundle
 
     # --- columns ---------------------------------------------------------------------------
 
@@ -309,4 +363,5 @@ def tab(model: Any, submit: Any, entry: Any = None) -> Any:
         f"the last {len(latest.runs)} of {len(table)} runs overlaid; "
         f"kernelkit.compare({entry.name!r}, which=[...]) chooses others</div>"
     )
-    return w.HTML(table._repr_html_() + latest._repr_html_() + note)
+    chart = w.HTML(latest._repr_html_() + note)
+    return w.VBox([table.sorter(), chart]) if len(table) > 1 else w.VBox([w.HTML(table._repr_html_()), chart])

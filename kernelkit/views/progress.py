@@ -120,6 +120,7 @@ class ProgressState:
         # Keras's async dispatch; both feed the final result's timing line.
         self.timer: Any = None
         self.blockers: list[str] = []
+        self.input_timer: Any = None  # the callback's InputTimer: the steps' wait for input
         self._reset_timing()
 
     def _reset_timing(self) -> None:
@@ -271,12 +272,14 @@ class ProgressState:
 
         if self.t_begin is None or self.t_now is None:
             return None
+        waited = self.input_timer
         return Breakdown(
             wall=max(self.t_now - self.t_begin, 0.0),
             compile=self.compile_time,
             validation=sum(self.validation_times) if self.validation_times else None,
             callbacks=self.timer.sorted() if self.timer is not None else [],
             blockers=list(self.blockers),
+            input=waited.seconds if waited is not None and waited.measured else None,
         )
 
     def timing_text(self) -> str:
@@ -762,12 +765,13 @@ def timing_html(state: ProgressState) -> str:
     breakdown = state.breakdown() if state.state != "running" else None
     where = ""
     if breakdown is not None:
-        flagged = bool(breakdown.slow() or breakdown.blockers)
+        flagged = bool(breakdown.slow() or breakdown.blockers or breakdown.input_bound())
         color = "#b26a00" if flagged else "#666"
         where = (
             f"<div class='kk-breakdown' style='font-family:sans-serif;font-size:11px;"
-            f"color:{color}' title='steps include the input pipeline and the callbacks; "
-            f"callbacks: the time inside your callbacks own hooks'>"
+            f"color:{color}' title='steps include the callbacks and the wait for input "
+            f"(input: the steps waiting for their next batch); callbacks: the time inside "
+            f"your callbacks own hooks'>"
             f"{html.escape(breakdown.line())}</div>"
         )
     if not text:
@@ -1187,6 +1191,7 @@ def make_view(callback: Any) -> Any:
     view.state.ghost = getattr(callback, "ghost", None)
     view.state.timer = getattr(callback, "timer", None)
     view.state.blockers = list(getattr(callback, "blockers", None) or [])
+    view.state.input_timer = getattr(callback, "input_timer", None)
     _finish_on_cell_error(view, callback)
     return view
 
