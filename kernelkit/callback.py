@@ -447,7 +447,7 @@ class LiveProgress(keras.callbacks.Callback):
     # evaluate calls once per pass with fit's own callbacks. They are not batch
     # hooks (no on_test_batch_end here), so timing costs nothing per step and
     # keeps Keras's async test dispatch. The first pass includes compiling the
-    # test step; ProgressState tells the two apart.
+    # test step; FitStatus tells the two apart.
     def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         # Only inside a fit: a standalone evaluate(callbacks=[live]) is not an epoch's
         # validation and must leave the next EpochEnd alone.

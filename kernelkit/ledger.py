@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import events as ev
+from .status import FitStatus
 
 #: The database file inside the ledger folder.
 FILE_NAME = "runs.sqlite"
@@ -107,7 +108,9 @@ class Run:
         replicas: devices or workers taking part.
         initial_epoch: the fit's first epoch.
         versions: kernelkit, keras, backend and its version.
-        timing: ``wall``, ``first_step``, ``steps`` and ``steps_per_second``.
+        timing: ``wall``, ``steps``, ``first_step``, ``compile`` (the estimated
+            train-step compile), ``validation`` and ``steps_per_second``
+            (compile left out), as the progress view measures them.
         epochs: one ``{metric: value}`` dict per epoch, in order, with ``"epoch"``.
         curves: downsampled batch curves, ``{metric: [[x, y], ...]}`` with x in epochs.
     """
@@ -496,15 +499,15 @@ class RunRecorder:
         self._curves: dict[str, list[list[float]]] = {}
         self._keep_every = 1
         self._seen = 0
-        self._began = 0.0
-        self._epoch_began: float | None = None
-        self._first_step: float | None = None
+        # The times come from the one status reducer the progress view reads too, so the
+        # ledger's compile and steps/s are the figures the user saw.
+        self._status = FitStatus()
         self._total_steps = 0
 
     def __call__(self, event: ev.Event) -> None:
+        self._status.apply(event)
         if isinstance(event, ev.TrainBegin):
             self._steps = event.steps
-            self._began = event.time
             self.run_id = self.ledger.start(
                 model=self.model,
                 fingerprint=self.fingerprint,
@@ -516,30 +519,37 @@ class RunRecorder:
             )
         elif self.run_id is None:
             return
-        elif isinstance(event, ev.EpochBegin):
-            self._epoch_began = event.time
         elif isinstance(event, ev.Step):
-            if self._first_step is None and self._epoch_began is not None:
-                self._first_step = max(event.time - self._epoch_began, 0.0)
             self._add_point(event)
         elif isinstance(event, ev.EpochEnd):
             self._total_steps += event.steps or 0
             self.ledger.add_epoch(self.run_id, event.epoch, event.logs, event.steps)
         elif isinstance(event, ev.TrainEnd):
-            wall = max(event.time - self._began, 0.0)
-            timing: dict[str, Any] = {"wall": wall, "steps": self._total_steps}
-            if self._first_step is not None:
-                timing["first_step"] = self._first_step
-                rest = wall - self._first_step
-                if self._total_steps > 1 and rest > 0:
-                    timing["steps_per_second"] = (self._total_steps - 1) / rest
             self.ledger.finish(
                 self.run_id,
                 state=event.state,
                 reason=event.reason,
-                timing=timing,
+                timing=self._timing(),
                 curves=self._curves,
             )
+
+    def _timing(self) -> dict[str, Any]:
+        status = self._status
+        begin, now = status.t_begin, status.t_now
+        timing: dict[str, Any] = {
+            "wall": max(now - begin, 0.0) if begin is not None and now is not None else 0.0,
+            "steps": self._total_steps,
+        }
+        measured = {
+            "first_step": status.first_step_time,
+            "compile": status.compile_time,
+            "validation": sum(status.validation_times) if status.validation_times else None,
+        }
+        timing.update({k: v for k, v in measured.items() if v is not None})
+        step_time = status.step_time
+        if step_time:
+            timing["steps_per_second"] = 1.0 / step_time
+        return timing
 
     def _add_point(self, event: ev.Step) -> None:
         self._seen += 1

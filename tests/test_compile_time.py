@@ -1,6 +1,6 @@
 """Compile time is not training time: the compiling state, post-compile rates, estimates.
 
-ProgressState is driven with hand-made events on a made-up timeline (no sleeps);
+FitStatus is driven with hand-made events on a made-up timeline (no sleeps);
 the callback's validation timing with a fake clock; one real tiny fit checks
 that Keras calls the test hooks inside fit as expected.
 """
@@ -12,7 +12,8 @@ import pytest
 from kernelkit import events as ev
 from kernelkit.callback import LiveProgress
 from kernelkit.history import RunHistory
-from kernelkit.views.progress import ProgressState, bar_html, static_html
+from kernelkit.status import FitStatus
+from kernelkit.views.progress import bar_html, static_html
 
 
 class FakeClock:
@@ -23,8 +24,8 @@ class FakeClock:
         return self.now
 
 
-def feed(events: list[ev.Event]) -> ProgressState:
-    state = ProgressState()
+def feed(events: list[ev.Event]) -> FitStatus:
+    state = FitStatus()
     for event in events:
         state.apply(event)
     return state

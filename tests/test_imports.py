@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 CORE = ["events", "history", "callback", "freezing", "extraction", "rnn_state", "devices",
-        "strategy", "weights", "checkpoints", "intents", "ledger", "timing", "watch", "reporting"]
+        "strategy", "weights", "checkpoints", "intents", "ledger", "timing", "watch", "reporting",
+        "status"]
 UI = ("ipywidgets", "IPython", "plotly", "anywidget")
 
 

@@ -67,6 +67,8 @@ def test_a_fit_is_recorded_with_what_the_issue_asks_for(book, tiny_data):
     assert run.fingerprint == ledger.fingerprint(_model())  # same architecture, same print
     assert run.timing["steps"] == 3 * 6  # 192 training samples in batches of 32
     assert run.timing["wall"] > 0 and run.timing["steps_per_second"] > 0
+    # The figures the progress view showed: its status reducer, fed the same events.
+    assert run.timing["compile"] >= 0 and run.timing["first_step"] >= run.timing["compile"]
     assert run.device  # what the bar says it ran on
     assert "loss" in run.curves and run.curves["loss"][0][0] < run.curves["loss"][-1][0]
 

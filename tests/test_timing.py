@@ -81,7 +81,8 @@ def test_seconds_read_well(seconds, text):
 def test_the_final_result_of_a_routed_fit_carries_the_timing_line(tiny_model, tiny_data):
     """Through kernelkit.fit, as a user sees it: the slow callback is named in the result."""
     import kernelkit
-    from kernelkit.views.progress import ProgressState, timing_html
+    from kernelkit.status import FitStatus
+    from kernelkit.views.progress import timing_html
 
     x, y = tiny_data
     events = []
@@ -90,7 +91,7 @@ def test_the_final_result_of_a_routed_fit_carries_the_timing_line(tiny_model, ti
     assert [t.name for t in live.timer.times] == ["Slow"] and live.timer.times[0].calls == 16
     assert live.blockers == (["Slow"] if thread_safe_backend() else [])
     # The view's state reads the same timer (make_view hands it over) and the fit's events.
-    state = ProgressState()
+    state = FitStatus()
     state.timer, state.blockers = live.timer, live.blockers
     for event in events:
         state.apply(event)
@@ -116,14 +117,15 @@ class SlowData(keras.utils.PyDataset):
 def test_a_slow_input_pipeline_is_measured_and_named_with_the_fix():
     """JAX pulls batches in Python: the wait is timed. TensorFlow pulls inside its graph."""
     import kernelkit
-    from kernelkit.views.progress import ProgressState, timing_html
+    from kernelkit.status import FitStatus
+    from kernelkit.views.progress import timing_html
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     events = []
     live = kernelkit.LiveProgress(display="none", sink=events.append)
     kernelkit.fit(model, SlowData(), epochs=2, callbacks=[live], verbose=0)
-    state = ProgressState()
+    state = FitStatus()
     state.input_timer = live.input_timer
     for event in events:
         state.apply(event)

@@ -22,11 +22,11 @@ import pytest
 
 from kernelkit import events as ev
 from kernelkit.history import RunHistory
+from kernelkit.status import FitStatus
 from kernelkit.views import _plotly, _svg
 from kernelkit.views.progress import (
     BATCH_LABEL,
     LIVE_ROWS,
-    ProgressState,
     ProgressView,
     table_html,
 )
@@ -96,8 +96,8 @@ def run_events(
 
 def feed(
     events: list[ev.Event], history: RunHistory | None = None
-) -> tuple[ProgressState, RunHistory]:
-    state, history = ProgressState(), history if history is not None else RunHistory()
+) -> tuple[FitStatus, RunHistory]:
+    state, history = FitStatus(), history if history is not None else RunHistory()
     for event in events:
         history.apply(event)
         state.apply(event)

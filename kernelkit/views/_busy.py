@@ -25,7 +25,8 @@ from typing import Any
 
 from ..history import Throttle
 from ..reporting import _Quiet
-from .progress import format_duration, in_notebook_kernel
+from ..status import format_duration
+from .progress import in_notebook_kernel
 
 #: Seconds a call runs before its line shows.
 DELAY = 1.0

@@ -17,8 +17,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import ledger as _ledger
+from ..status import format_duration, format_value
 from . import _svg
-from .progress import _swatch, format_duration, format_value, in_notebook_kernel, metric_goal
+from .progress import _swatch, in_notebook_kernel, metric_goal
 
 #: One colour per run, in the order chosen (matplotlib's tab10, most distinct first).
 PALETTE = (
@@ -54,6 +55,15 @@ def _best(run: _ledger.Run, metric: str) -> float | None:
     if not values or goal is None:
         return None
     return min(values) if goal == "min" else max(values)
+
+
+def _metric_names(runs: Sequence[_ledger.Run]) -> list[str]:
+    """The metrics the runs recorded per epoch, in the order first seen."""
+    names: dict[str, None] = {}
+    for run in runs:
+        for row in run.epochs:
+            names.update((k, None) for k in row if k not in ("epoch", "learning_rate"))
+    return list(names)
 
 
 def _when(started: float) -> str:
@@ -165,12 +175,7 @@ class RunTable(Sequence[_ledger.Run]):
     # --- columns ---------------------------------------------------------------------------
 
     def _metrics(self) -> list[str]:
-        names: list[str] = []
-        for run in self.runs:
-            for row in run.epochs:
-                for key in row:
-                    if key not in ("epoch", "learning_rate") and key not in names:
-                        names.append(key)
+        names = _metric_names(self.runs)
         # Losses first, then the rest, each with its validation value beside it.
         base = [n for n in names if not n.startswith("val_")]
         base.sort(key=lambda n: (n != "loss", names.index(n)))
@@ -259,12 +264,7 @@ class Comparison:
         self.metrics = list(metrics) if metrics is not None else self._default_metrics()
 
     def _default_metrics(self) -> list[str]:
-        seen: list[str] = []
-        for run in self.runs:
-            for row in run.epochs:
-                for key in row:
-                    if key not in ("epoch", "learning_rate") and key not in seen:
-                        seen.append(key)
+        seen = _metric_names(self.runs)
         chosen = [m for m in ("loss", "val_loss") if m in seen]
         others = [m for m in seen if m not in chosen]
         return chosen + others[:2]
