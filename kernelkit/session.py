@@ -16,6 +16,7 @@ import keyword
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,8 @@ class Entry:
     auto_reset: str = "never"
     pending: list[intents.Intent] = field(default_factory=list)
     live: LiveProgress | None = None
-    listeners: list[Callable[[], None]] = field(default_factory=list)
+    # Weak references to the card panels' refresh methods (see ``listen``).
+    listeners: list[weakref.WeakMethod] = field(default_factory=list)
     fit_options: dict[str, Any] = field(default_factory=dict)
     sample: Any = None  # a few inputs of the last fit, for the Features tab
     seed: int | None = None  # the cell's --seed, kept in the run ledger
@@ -103,11 +105,30 @@ class Entry:
         for intent in queued:
             apply_intent(self, intent)
 
+    def listen(self, refresh: Callable[[], None]) -> None:
+        """Calls ``refresh`` (a bound method) after each change, for as long as its object lives.
+
+        Each shown card listens; a weak reference lets a card whose widgets
+        were closed go, instead of every card ever built refreshing forever.
+        """
+        self.listeners.append(weakref.WeakMethod(refresh))  # type: ignore[arg-type]
+
     def changed(self) -> None:
         """Tells the card's panels that the model changed (after a fit, a freeze…)."""
-        for listener in list(self.listeners):
-            with contextlib.suppress(Exception):
-                listener()
+        alive = []
+        for ref in list(self.listeners):
+            refresh = ref()
+            if refresh is None:
+                continue
+            alive.append(ref)
+            try:
+                refresh()
+            except Exception as err:  # one panel failing must not fail the fit that ended
+                print(
+                    f"kernelkit: a card of {self.name} could not refresh and was skipped: {err!r}",
+                    file=sys.stderr,
+                )
+        self.listeners[:] = alive
 
 
 def apply_intent(entry: Entry, intent: intents.Intent) -> None:

@@ -162,3 +162,33 @@ def test_a_stop_at_an_epoch_end_counts_that_epoch(tiny_model, tiny_data, capsys)
     assert last.startswith(
         "kernelkit tiny: stopped by user at epoch 2, step 16 of 16 (2 epochs) - "
     ), last
+
+
+def _close_tree(widget):
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
+
+
+def test_a_closed_card_stops_listening_and_a_failing_panel_says_so(registered, capsys):
+    import gc
+
+    first = kernelkit.card("reg")
+    first.build()
+    second = kernelkit.card("reg")
+    second.build()
+    assert len(registered.listeners) == 2
+    # The first card's widgets are closed (its output cleared): it goes, and stops refreshing.
+    _close_tree(first.widget)
+    del first
+    gc.collect()
+    registered.changed()
+    assert len(registered.listeners) == 1
+
+    def broken(summary):
+        raise RuntimeError("panel gone")
+
+    second._show_summary = broken  # the live card's refresh fails: one line, nothing raised
+    registered.changed()
+    assert "a card of reg could not refresh and was skipped: RuntimeError('panel gone')" in (
+        capsys.readouterr().err)

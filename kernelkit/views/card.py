@@ -231,7 +231,7 @@ class ModelCard:
                 self.widget.set_title(i, title)
             self.widget.observe(self._open_tab, names="selected_index")
             if self.entry is not None:
-                self.entry.listeners.append(self.refresh)
+                self.entry.listen(self.refresh)
         return self.widget
 
     def _open_tab(self, change: Any) -> None:
