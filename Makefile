@@ -27,8 +27,8 @@ NBVAL := --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-kern
 
 # Leg 1. KERAS_BACKEND is exported so that tutorials which setdefault("KERAS_BACKEND", "jax")
 # still run on TensorFlow here.
-LEG_TF = KERAS_BACKEND=tensorflow PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest \
-    tests notebooks $(NBVAL) -rfE --durations=15
+LEG_TF = KERAS_BACKEND=tensorflow KERNELKIT_REQUIRE_BROWSER=1 PATH="$(abspath $(BIN)):$$PATH" \
+    $(BIN)/python -m pytest tests notebooks $(NBVAL) -rfEs --durations=15
 # Leg 2: like a Colab/Kaggle TPU runtime (jax and keras, no TensorFlow, no JupyterLab), with the
 # 8 devices of a v5e-8 simulated on the host.
 LEG_JAX = KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=8 \

@@ -8,7 +8,8 @@ screenshot and the browser console under ``test-artifacts/``.
 
 Needs: ``playwright`` (pip) and Chromium at ``/usr/bin/chromium`` (Debian's
 ``chromium`` package; override with ``KERNELKIT_CHROMIUM``). Playwright never
-downloads a browser here. Tests skip when either is missing.
+downloads a browser here. Tests skip when either is missing, except under ``make test``
+(``KERNELKIT_REQUIRE_BROWSER=1``), which installed both: there they fail.
 """
 
 from __future__ import annotations
@@ -233,9 +234,19 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Headless system Chromium, one per session."""
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    # `make test` installed both, so there a missing one is a failure, never a quiet skip.
+    required = os.environ.get("KERNELKIT_REQUIRE_BROWSER") == "1"
+    missing = None
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        missing = "no playwright (pip install playwright; its own browser download is not needed)"
+    if missing is None and not Path(CHROMIUM).exists():
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if missing is not None:
+        if required:
+            pytest.fail(f"{missing}: make test installs it, so the browser tests must run")
+        pytest.skip(missing)
     # expect() polls for 5 s by default; JupyterLab on a busy machine needs more.
     playwright_api.expect.set_options(timeout=TIMEOUT_MS)
     with playwright_api.sync_playwright() as playwright:
