@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import display as _display
 from . import reporting as _reporting
 from ._version import __version__
 
@@ -91,6 +92,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'kernelkit' has no attribute {name!r}")
     loaded = importlib.import_module(module, __name__)
+    if name == "devices":  # its report's "auto" row is strategy's: installed on import
+        importlib.import_module(".strategy", __name__)
     value = loaded if name in _CALLABLE_MODULES else getattr(loaded, name)
     globals()[name] = value  # later lookups skip this function
     return value
@@ -108,6 +111,23 @@ def _notebook_task(label: str, total: int | None, unit: str = "") -> Any:
 
 
 _reporting.set_factory(_notebook_task)
+
+
+def _progress_view(callback: Any) -> Any:
+    # The notebook widget or the terminal line; imported when a fit first shows.
+    from .views.progress import make_view
+
+    return make_view(callback)
+
+
+def _lr_find_view(display: str, history: Any, points: Any, on_stop: Any) -> Any:
+    from .views.lr_find import make_view
+
+    return make_view(display, history, points, on_stop)
+
+
+_display.set_progress_view(_progress_view)
+_display.set_lr_find_view(_lr_find_view)
 
 
 def load_ipython_extension(ipython: Any) -> None:

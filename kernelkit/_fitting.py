@@ -6,6 +6,11 @@ and the fit is lost. So kernelkit's model operations, called while a kernelkit
 fit of that model runs (from a callback, another thread, the card), are queued
 here and carried out when the fit ends, with one line saying so; exactly as the
 card's intents are. ``LiveProgress`` marks the begin and the end of each fit.
+
+It also holds what the session tells the core about fits and models, so the
+core never reaches for the session: the ``LiveProgress`` callbacks of the fits
+running now (a Stop from JupyterLab reaches them) and, for each registered
+model, its name and the distribution it was built in.
 """
 
 from __future__ import annotations
@@ -24,6 +29,35 @@ _LOCK = threading.Lock()
 _RUNNING: weakref.WeakKeyDictionary[Any, list[tuple[str, Callable[[], Any]]]] = (
     weakref.WeakKeyDictionary()
 )
+#: The LiveProgress callbacks of the kernelkit fits running now, innermost last (a fit
+#: inside a fit's callback is possible).
+CURRENT: list[Any] = []
+# model -> (registered name, the distribution it was built in, or None)
+_REGISTERED: weakref.WeakKeyDictionary[Any, tuple[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def stop_current(reason: str = "user") -> bool:
+    """Asks every running kernelkit fit to stop after its current step; False if none runs."""
+    running = list(CURRENT)
+    for live in running:
+        live.request_stop(reason)
+    return bool(running)
+
+
+def set_registered(model: Any, name: str | None, distribution: Any = None) -> None:
+    """Records (or, with ``name`` None, forgets) that ``model`` is registered as ``name``."""
+    if name is None:
+        _REGISTERED.pop(model, None)
+    else:
+        _REGISTERED[model] = (name, distribution)
+
+
+def registered(model: Any) -> tuple[str, Any] | None:
+    """(name, distribution) of a registered ``model``, else None."""
+    try:
+        return _REGISTERED.get(model)
+    except TypeError:  # not weak-referenceable
+        return None
 
 
 def begin(model: Any) -> None:

@@ -28,7 +28,9 @@ import numpy as np
 
 from . import _fitting
 from . import events as ev
+from .display import progress_view as display_view
 from .history import RunHistory, scalar_logs
+from .status import FitStatus
 from .timing import InputTimer
 
 Sink = Callable[[ev.Event], None]
@@ -199,6 +201,9 @@ class LiveProgress(keras.callbacks.Callback):
             It copies the model's state to host memory once per epoch.
         sink: a callable, or a list of them, receiving every event.
         model_name: the name shown in the view (default: the model's name).
+        view_factory: makes the view as the fit begins, ``view_factory(callback)``,
+            returning an object with ``handle(event)`` (or None); by default
+            kernelkit's notebook widget or terminal line, per ``display``.
         clock: a monotonic clock; tests pass a fake one.
 
     Raises:
@@ -220,9 +225,14 @@ class LiveProgress(keras.callbacks.Callback):
         restore_on_nan: bool = True,
         sink: Sink | Iterable[Sink] | None = None,
         model_name: str | None = None,
+        view_factory: Callable[[LiveProgress], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        if view_factory is not None and not callable(view_factory):
+            raise ValueError(
+                "LiveProgress(view_factory=...) takes a callable: view_factory(callback) -> view"
+            )
         if display not in _DISPLAYS:
             raise ValueError(
                 f"LiveProgress(display={display!r}) is not allowed; use one of {', '.join(_DISPLAYS)}"
@@ -259,6 +269,7 @@ class LiveProgress(keras.callbacks.Callback):
             if not all(callable(s) for s in sinks):
                 raise ValueError("LiveProgress(sink=...) takes a callable or a list of callables")
         self.display = display
+        self.view_factory = view_factory
         self.refresh = float(refresh)
         self.plot = plot
         self.interactive = interactive
@@ -284,6 +295,9 @@ class LiveProgress(keras.callbacks.Callback):
         # How long each fit's steps waited for their next batch (JAX; TensorFlow pulls
         # batches inside its graph).
         self.input_timer = InputTimer()
+        # The last fit's status, folded from the events this callback sent: what the
+        # session and every reader without a view (display="none") read.
+        self.status = FitStatus()
         self.batch_size: int | None = None
         self.resumed_at: int | None = None
         self._hot = _Hot()
@@ -571,7 +585,28 @@ class LiveProgress(keras.callbacks.Callback):
             )
         )
 
+    def replay(self, event: ev.Event, model: Any = None) -> None:
+        """Shows, records and forwards ``event`` as if this callback's own fit sent it.
+
+        ``kernelkit.workers`` replays rank 0's events through it: the view,
+        the status, the run history and every sink see them as in a local fit.
+
+        Args:
+            event: a ``kernelkit.events`` event.
+            model: at ``TrainBegin``, the notebook's model, whose run history
+                the curves continue.
+        """
+        if isinstance(event, ev.TrainBegin):
+            if model is not None:
+                self.history = history_for(model)
+            if self.view is None and self.display != "none":
+                self.view = _make_view(self)
+        self._emit(event)
+
     def _emit(self, event: ev.Event) -> None:
+        if isinstance(event, ev.TrainBegin):
+            self.status = FitStatus()  # each fit its own status
+        self.status.apply(event)
         if self.history is not None:
             self.history.apply(event)
         targets = list(self.sinks)
@@ -663,7 +698,6 @@ def _warn_once(message: str) -> None:
 
 
 def _make_view(callback: LiveProgress) -> Any:
-    """Builds the default view; the only place the callback reaches for UI code."""
-    from .views.progress import make_view
-
-    return make_view(callback)
+    """The view of ``callback``'s fit: its own factory's, else the one the package installed."""
+    factory = callback.view_factory
+    return factory(callback) if factory is not None else display_view(callback)

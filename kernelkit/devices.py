@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -244,7 +244,8 @@ class DeviceReport:
             rows.insert(-1, ("chips", f"{self.accelerators()} ({backend} sees them)"))
         if self.workers:
             rows.append(("TF_CONFIG", f"{self.workers} worker(s), {self.parameter_servers} ps"))
-        rows.append(("auto", _auto_text(self)))
+        if _auto_planner is not None:
+            rows.append(("auto", _auto_planner(self)))
         rows.extend(("note", note) for note in self.notes)
         return rows
 
@@ -267,14 +268,16 @@ class DeviceReport:
         )
 
 
-def _auto_text(report: DeviceReport) -> str:
-    # What strategy("auto") would pick, planned without building anything.
-    from .strategy import plan
+#: What ``strategy("auto")`` would pick on a report, in words: installed by
+#: ``kernelkit.strategy`` when it is imported (``kernelkit.devices()`` imports it), since
+#: strategy reads devices and devices never imports strategy.
+_auto_planner: Callable[[DeviceReport], str] | None = None
 
-    try:
-        return plan("auto", report).text
-    except ValueError as error:
-        return f"none ({error})"
+
+def set_auto_planner(planner: Callable[[DeviceReport], str] | None) -> None:
+    """Installs what the report's "auto" row says (None: no such row)."""
+    global _auto_planner
+    _auto_planner = planner
 
 
 # --------------------------------------------------------------------------------------

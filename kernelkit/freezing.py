@@ -65,7 +65,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import fnmatch
@@ -659,14 +658,10 @@ def _strategy_scope(model: Any) -> Any:
         return strategy.scope()
     # JAX: in the distribution the model was registered with (its %%kmodel cell's), so that
     # a new optimizer's variables lie on the model's devices (else fit fails: "incompatible
-    # devices for jitted computation"). Looked up in sys.modules: the core imports no session.
-    import sys
+    # devices for jitted computation").
+    from .strategy import scope_for
 
-    session = sys.modules.get("kernelkit.session")
-    entry = session.entry_for(model) if session is not None else None
-    if entry is None:
-        return contextlib.nullcontext()
-    return session.in_distribution(entry.strategy)
+    return scope_for(model)
 
 
 def _clone_optimizer(optimizer: Any) -> Any:

@@ -64,7 +64,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,8 +71,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import freezing
+from . import _fitting, freezing
 from .callback import _HISTORIES, LiveProgress
+from .display import lr_find_view
 from .history import RunHistory
 
 #: The fewest recorded steps a suggestion is made from.
@@ -745,12 +745,10 @@ def _fresh_train_step(model: Any) -> None:
     object.__setattr__(model, "train_step", train_step)
 
 
-def _registered(model: Any) -> tuple[Any, Any]:
-    """The session's entry of ``model`` and its module, when the session is loaded."""
-    session = sys.modules.get("kernelkit.session")
-    if session is None:
-        return None, None
-    return session.entry_for(model), session
+def _registered(model: Any) -> tuple[str | None, Any]:
+    """(registered name, the distribution it was built in) of ``model``; (None, None) if none."""
+    found = _fitting.registered(model)
+    return found if found is not None else (None, None)
 
 
 def lr_find(
@@ -836,25 +834,19 @@ def lr_find(
     unknown = sorted(set(fit_kwargs) - set(_DATA_ARGS) - set(_DROPPED_ARGS))
     if unknown:
         raise TypeError(f"lr_find() got unexpected keyword argument(s): {', '.join(unknown)}")
-    entry, session = _registered(model)
-    shown = name or (entry.name if entry is not None else model.name)
+    registered_as, planned = _registered(model)
+    shown = name or registered_as or model.name
     run, sizes = _plan(x, {"steps_per_epoch": None, **fit_kwargs}, steps)
     # The sweep feeds x in batch_size batches over the distribution in force (the
     # registered model's, or the cell's): refuse in one line where Keras could not split them.
-    from .strategy import check_batches
+    from .strategy import check_batches, in_distribution
 
-    planned = entry.strategy if entry is not None else None
     try:
         check_batches(planned, x, batch_size=run.get("batch_size"), purpose="lr_find")
     except ValueError as err:
         raise LRFindError(str(err)) from None
 
-    in_scope = (
-        session.in_distribution(entry.strategy)
-        if entry is not None and session is not None
-        else contextlib.nullcontext()
-    )
-    with in_scope:
+    with in_distribution(planned):
         optimizer = model.optimizer
         if not optimizer.built:
             # Built before the snapshot, so that its state is put back to where a first fit
@@ -880,13 +872,11 @@ def lr_find(
         live = LiveProgress(display="none", model_name=shown)
         view = None
         failure: BaseException | None = None
-        current = getattr(session, "_CURRENT", None)
+        current = _fitting.CURRENT
         try:
             with _own_history(model) as history:
                 if display != "none":
-                    from .views.lr_find import make_view
-
-                    view = make_view(display, history, sweep.points, live.request_stop)
+                    view = lr_find_view(display, history, sweep.points, live.request_stop)
                     live.view = view
                 for optimizer_, schedule in zip(targets, sweeps, strict=True):
                     # Not the learning_rate setter: it would untrack the rate's variable and

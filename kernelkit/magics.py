@@ -15,6 +15,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from . import _fitting, display
+
 
 @magics_class
 class KernelkitMagics(Magics):
@@ -174,19 +176,39 @@ def load_ipython_extension(ipython: Any) -> None:
 
         labcomm.start(ipython)
         labcomm.on_stop(_stop_from_lab)
+        display.add_fit_sink(_LAB_SINK)  # every fit from now on reports to the status item
 
 
 def _stop_from_lab() -> None:
     """The extension's Stop command: only sets flags (it runs on a subshell thread)."""
-    import sys
+    _fitting.stop_current("user")
 
-    session = sys.modules.get("kernelkit.session")
-    if session is not None:
-        session.stop_current("user")
+
+class _LabSink:
+    """A fit's events to the JupyterLab status item, with the device label before the first."""
+
+    def __init__(self) -> None:
+        self.device_sent = False
+
+    def __call__(self, event: Any) -> None:
+        from . import events
+        from .views import labcomm
+
+        if not self.device_sent and isinstance(event, events.TrainBegin):
+            self.device_sent = True
+            with contextlib.suppress(Exception):
+                from .devices import devices
+
+                labcomm.set_device(devices().label())
+        labcomm.publish(event)
+
+
+_LAB_SINK = _LabSink()
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Hides the JupyterLab status item; IPython forgets the magics itself."""
+    display.remove_fit_sink(_LAB_SINK)
     with contextlib.suppress(Exception):
         from .views import labcomm
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import keras
 
-from . import intents
+from . import _fitting, display, intents
 from .callback import LiveProgress, history_for
 from .history import RunHistory
+from .strategy import in_distribution
 
 
 class KernelkitError(ValueError):
@@ -159,7 +160,6 @@ def apply_intent(entry: Entry, intent: intents.Intent) -> None:
 # --- the registry ------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Entry] = {}
-_CURRENT: list[LiveProgress] = []  # fits running now (nested fits are possible)
 
 
 def _check_name(name: Any) -> str:
@@ -210,6 +210,7 @@ def register(name: str, model: Any, *, strategy: Any = None) -> Entry:
     entry.strategy = strategy if strategy is not None else entry.strategy
     entry.strategy_text = _describe_strategy(entry.strategy)
     _REGISTRY[name] = entry
+    _fitting.set_registered(model, name, entry.strategy)  # what the core may ask about it
     _patch(entry)
     with contextlib.suppress(ImportError):
         from . import freezing
@@ -223,6 +224,7 @@ def unregister(name: str) -> None:
     entry = _REGISTRY.pop(name, None)
     if entry is not None:
         _unpatch(entry.model)
+        _fitting.set_registered(entry.model, None)
 
 
 def get(name: str) -> Any:
@@ -353,29 +355,6 @@ def _check_call_batches(entry: Entry, name: str, args: tuple, kwargs: dict[str, 
         )
     except ValueError as err:
         raise _refusal(f"{entry.name}.{name}: {err}") from None
-
-
-@contextlib.contextmanager
-def in_distribution(strategy: Any) -> Iterator[None]:
-    """Puts a JAX model's distribution back in force for one call.
-
-    Keras's JAX trainer reads the *global* ``keras.distribution.distribution()``
-    when ``fit``/``evaluate``/``predict`` run, not the one the model was built
-    under, so a model made in a ``%%kmodel`` cell would train undistributed in a
-    later cell. TensorFlow needs nothing: its models keep their strategy.
-    """
-    import keras
-
-    if (
-        strategy is None
-        or keras.backend.backend() != "jax"
-        or not type(strategy).__module__.startswith("keras")
-        or keras.distribution.distribution() is strategy
-    ):
-        yield
-        return
-    with strategy.scope():
-        yield
 
 
 def _unpatch(model: Any) -> None:
@@ -565,7 +544,17 @@ def card(model: Any) -> Any:
         model = get(model)
     _check_model(model, "card")
     entry = entry_for(model)
-    return ModelCard(model, entry)
+    return ModelCard(model, entry, submit=None if entry is not None else _apply_now(model))
+
+
+def _apply_now(model: Any) -> Callable[[intents.Intent], bool]:
+    """A card's ``submit`` for a model that is not registered: each intent applied at once."""
+
+    def submit(intent: intents.Intent) -> bool:
+        apply_intent(Entry(name=model.name, model=model), intent)
+        return True
+
+    return submit
 
 
 # --- fitting -----------------------------------------------------------------------------
@@ -804,7 +793,7 @@ def _fit(
             watch.set_model(model)
             given_list.callbacks.append(watch)
             added.append(watch)
-    _CURRENT.append(live)
+    _fitting.CURRENT.append(live)
     if cell is not None:
         cell["fits"].append((model, live))
     run = keras_fit if keras_fit is not None else type(model).fit
@@ -828,7 +817,7 @@ def _fit(
             raise FitRefused(str(err)) from None
         raise
     finally:
-        _CURRENT.remove(live)
+        _fitting.CURRENT.remove(live)
         if recorder is not None:
             live.sinks.remove(recorder)
         if watch is not None:
@@ -900,10 +889,10 @@ def _in_notebook() -> bool:
 def _record_run(entry: Entry, live: LiveProgress) -> None:
     """What the card and ``%kmodel`` say about the last fit: read from the fit itself."""
     entry.runs += 1
-    view = live.view
-    state = getattr(view, "state", None)
-    entry.last_summary = state.summary() if state is not None else ""
-    entry.last_state = getattr(state, "state", "")
+    status = live.status  # folded from the fit's events: there with display="none" too
+    seen = status.t_now is not None  # no event: the fit failed before Keras began it
+    entry.last_summary = status.summary() if seen else ""
+    entry.last_state = status.state if seen else ""
     if live.ran_on is not None:  # None: the fit failed before Keras began it
         entry.strategy_text = live.ran_on[0]
 
@@ -1005,30 +994,16 @@ def _run_callbacks(
     return extra
 
 
-_DEVICE_SENT: list[bool] = []
-
-
 def _attach_lab(live: LiveProgress) -> None:
-    """Streams events to the JupyterLab extension, when one is connected."""
-    labcomm = sys.modules.get("kernelkit.views.labcomm")
-    publish = getattr(labcomm, "publish", None)
-    if publish is None:
-        return
-    if publish not in live.sinks:
-        live.sinks.append(publish)
-    if not _DEVICE_SENT:
-        _DEVICE_SENT.append(True)
-        with contextlib.suppress(Exception):
-            from .devices import devices
-
-            labcomm.set_device(devices().label())
+    """Adds the sinks every fit reports to (the JupyterLab status item, once connected)."""
+    for sink in display.fit_sinks():
+        if not any(s is sink for s in live.sinks):
+            live.sinks.append(sink)
 
 
 def stop_current(reason: str = "user") -> bool:
     """Asks every running kernelkit fit to stop after its current step."""
-    for live in list(_CURRENT):
-        live.request_stop(reason)
-    return bool(_CURRENT)
+    return _fitting.stop_current(reason)
 
 
 # --- %%kmodel cells ----------------------------------------------------------------------
@@ -1048,7 +1023,7 @@ def _fits_get_progress() -> Iterator[None]:
         given = kwargs.get("callbacks")
         if given is None and len(args) > 5:
             given = args[5]  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
-        if _has_live(_callback_list(given)[0]) is not None and _CURRENT:
+        if _has_live(_callback_list(given)[0]) is not None and _fitting.CURRENT:
             return original(self, *args, **kwargs)  # kernelkit's own fit, on its way to Keras
         # type(self).fit is this wrapper unless a subclass overrides fit: then that
         # override is running now (it called super().fit), and must not run again.

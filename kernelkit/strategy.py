@@ -21,11 +21,12 @@ import contextlib
 import math
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import devices as _devices
 from .devices import DeviceReport, devices
 
 __all__ = [
@@ -945,3 +946,50 @@ def check_batches(
 from ._env import make_callable  # noqa: E402 - after strategy() is defined
 
 make_callable(__name__, strategy)
+
+
+@contextlib.contextmanager
+def in_distribution(strategy: Any) -> Iterator[None]:
+    """Puts a JAX model's distribution back in force for one call.
+
+    Keras's JAX trainer reads the *global* ``keras.distribution.distribution()``
+    when ``fit``/``evaluate``/``predict`` run, not the one the model was built
+    under, so a model made in a ``%%kmodel`` cell would train undistributed in a
+    later cell. TensorFlow needs nothing: its models keep their strategy.
+    """
+    import keras
+
+    if (
+        strategy is None
+        or keras.backend.backend() != "jax"
+        or not type(strategy).__module__.startswith("keras")
+        or keras.distribution.distribution() is strategy
+    ):
+        yield
+        return
+    with strategy.scope():
+        yield
+
+
+def scope_for(model: Any) -> AbstractContextManager[None]:
+    """The distribution ``model`` was registered with, in force (JAX); else nothing.
+
+    For a model operation outside ``fit`` that makes variables (a new optimizer): on JAX
+    they must lie on the model's devices, or the next fit fails with "incompatible devices
+    for jitted computation".
+    """
+    from . import _fitting
+
+    found = _fitting.registered(model)
+    return in_distribution(found[1]) if found is not None else contextlib.nullcontext()
+
+
+def _auto_text(report: DeviceReport) -> str:
+    # What strategy("auto") would pick, planned without building anything.
+    try:
+        return plan("auto", report).text
+    except ValueError as error:
+        return f"none ({error})"
+
+
+_devices.set_auto_planner(_auto_text)  # the device report's "auto" row

@@ -646,23 +646,10 @@ def _with_live_progress(
     local fit (its view, the model's run history, its sinks), and its Stop
     (``request_stop``) reaches the workers.
     """
-    from .callback import history_for
 
     def relay(event: ev.Event) -> None:
         for live in lives:
-            if isinstance(event, ev.TrainBegin):
-                live.history = history_for(model)
-                if live.view is None and live.display != "none":
-                    from .views.progress import make_view
-
-                    live.view = make_view(live)
-            targets = list(live.sinks)
-            if live.view is not None:
-                targets.append(live.view.handle)
-            if live.history is not None:
-                live.history.apply(event)
-            for target in targets:
-                target(event)
+            live.replay(event, model)
         if on_event is not None:
             on_event(event)
 

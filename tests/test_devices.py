@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+import kernelkit.strategy  # noqa: F401  (installs the report's "auto" row, as kernelkit.devices() does)
 from kernelkit.devices import (
     GPU,
     DeviceReport,

@@ -192,3 +192,30 @@ def test_a_closed_card_stops_listening_and_a_failing_panel_says_so(registered, c
     registered.changed()
     assert "a card of reg could not refresh and was skipped: RuntimeError('panel gone')" in (
         capsys.readouterr().err)
+
+
+def test_the_last_run_is_known_without_a_view(registered, tiny_data):
+    """display="none": no view, yet the card's "last run" says how the fit ended."""
+    x, y = tiny_data
+    live = kernelkit.LiveProgress(display="none")
+    registered.model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[live])
+    assert live.view is None
+    assert registered.last_summary.startswith("kernelkit reg: finished (2 epochs) - loss ")
+    assert registered.last_state == "finished"
+    assert "Last run: kernelkit reg: finished (2 epochs)" in kernelkit.card("reg").summary_html()
+
+
+def test_a_view_factory_is_used_instead_of_the_notebook_view(tiny_model, tiny_data):
+    x, y = tiny_data
+    seen = []
+
+    class Recorder:
+        def handle(self, event):
+            seen.append(type(event).__name__)
+
+    made = []
+    live = kernelkit.LiveProgress(view_factory=lambda cb: made.append(cb) or Recorder())
+    tiny_model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[live])
+    assert made == [live] and seen[0] == "TrainBegin" and seen[-1] == "TrainEnd"
+    with pytest.raises(ValueError, match=r"view_factory=\.\.\.\) takes a callable"):
+        kernelkit.LiveProgress(view_factory="widget")

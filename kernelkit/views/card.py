@@ -83,9 +83,14 @@ class ModelCard:
         entry: its registry entry (``kernelkit.session.Entry``), if registered.
     """
 
-    def __init__(self, model: Any, entry: Any = None) -> None:
+    def __init__(
+        self, model: Any, entry: Any = None, submit: Callable[[Any], bool] | None = None
+    ) -> None:
         self.model = model
         self.entry = entry
+        # Where the tabs' intents go when there is no entry: the session hands it in
+        # (the card applies nothing itself).
+        self._submit = submit
         self.widget: Any = None
         self.fallback = Fallback(self._repr_mimebundle_)
         self._shown_summary = ""
@@ -153,17 +158,16 @@ class ModelCard:
     # --- the live widget -------------------------------------------------------------
 
     def submit(self) -> Callable[[Any], bool]:
-        """Where the tabs send intents: the session's entry, or straight to the model."""
+        """Where the tabs send intents: the session's entry, or what the card was given."""
         if self.entry is not None:
             return self.entry.submit  # type: ignore[no-any-return]
+        if self._submit is not None:
+            return self._submit
 
-        def direct(intent: Any) -> bool:
-            from ..session import Entry, apply_intent
+        def refused(intent: Any) -> bool:
+            return False  # a card built without a session: shown, never changing the model
 
-            apply_intent(Entry(name=self.model.name, model=self.model), intent)
-            return True
-
-        return direct
+        return refused
 
     def tab_builders(self) -> list[tuple[str, Callable[[], Any]]]:
         """(title, builder) of every tab that may apply, Summary first."""
