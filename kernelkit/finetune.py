@@ -65,6 +65,7 @@ import numpy as np
 
 from . import freezing
 from ._fitting import queued_during_fit
+from .freezing import count_parameters
 from .intents import FreezeTo
 
 BNPolicy = Literal["frozen", "train", "inference"]
@@ -358,7 +359,7 @@ def freeze_to(
     if recompile and compiled:
         freezing._check_recompilable(model)  # before any flag changes
     before_flags = _flags(model)
-    before_params = freezing._param_counts(model)
+    before_params = freezing.parameter_counts(model)
 
     frozen, kept = leaves[:n], leaves[n:]
     bn_frozen = [b for row in frozen for b in _bn_inside(row)]
@@ -390,7 +391,7 @@ def freeze_to(
         for layer in freezing._all_layers(model)[1:]
         if after[id(layer)] != before_flags[id(layer)]
     )
-    params = freezing._param_counts(model)
+    params = freezing.parameter_counts(model)
     return FineTuneReport(
         model=model.name,
         cut=kept[0].path if kept else "",
@@ -549,10 +550,6 @@ class LayerLRsReport:
         printer.text(repr(self))
 
 
-def _count(variables: list[Any]) -> int:
-    return sum(math.prod(int(d) for d in v.shape) for v in variables)
-
-
 @queued_during_fit
 def layer_lrs(
     model: Any,
@@ -667,7 +664,7 @@ def layer_lrs(
                 "path; rename one of the layers."
             )
 
-    before = freezing._param_counts(model)
+    before = freezing.parameter_counts(model)
     config = dict(model._compile_config.config)
     LossScale = keras.optimizers.LossScaleOptimizer
     with freezing._strategy_scope(model):
@@ -715,12 +712,12 @@ def layer_lrs(
         layers = layer_counts.get(name, _rest_layers(model, owner) if name == _REST else 0)
         groups.append(
             LayerGroup(
-                name, _rate_text(opt.get_config()["learning_rate"]), layers, _count(variables)
+                name, _rate_text(opt.get_config()["learning_rate"]), layers, count_parameters(variables)
             )
         )
     # The default group ("rest") last, as the map holds it.
     groups.sort(key=lambda g: g.name == _REST)
-    params = freezing._param_counts(model)
+    params = freezing.parameter_counts(model)
     kind = type(base).__name__
     described = (
         f"MultiOptimizer of {_plural(len(now), kind)}" if now else f"{kind} (one learning rate)"

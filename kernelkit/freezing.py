@@ -322,12 +322,27 @@ def _is_compiled(model: Any) -> bool:
     return bool(getattr(model, "compiled", False)) and getattr(model, "optimizer", None) is not None
 
 
-def _param_counts(model: Any) -> tuple[int, int]:
-    def size(weights: Iterable[Any]) -> int:
-        seen: dict[int, Any] = {id(w): w for w in weights}
-        return sum(math.prod(int(d) for d in w.shape) for w in seen.values())
+def count_parameters(variables: Iterable[Any]) -> int:
+    """The number of values in ``variables``, a variable shared by several layers once.
 
-    return size(model.trainable_weights), size(model.non_trainable_weights)
+    The one parameter count of kernelkit: the card, the Layers tab, the
+    fine-tuning groups and the registry table all use it, so they agree.
+
+    Example:
+        >>> import numpy as np
+        >>> shared = np.zeros((3, 4))
+        >>> count_parameters([shared, np.zeros(5), shared])
+        17
+    """
+    seen: dict[int, Any] = {id(v): v for v in variables}
+    return sum(math.prod(int(d) for d in v.shape) for v in seen.values())
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, non-trainable) parameters of ``model``; (0, 0) before it is built."""
+    if not getattr(model, "built", False):
+        return 0, 0
+    return count_parameters(model.trainable_weights), count_parameters(model.non_trainable_weights)
 
 
 def _plural(n: int, word: str) -> str:
@@ -855,7 +870,7 @@ def _set_trainable(model: Any, layers: Any, trainable: bool, up_to: Any, fn: str
     rows = list(_rows(model))
     targets = _targets(model, rows, layers, up_to, fn)
     compiled_flags = _compiled_flags(model)  # snapshot before any change
-    before = _param_counts(model)
+    before = parameter_counts(model)
     everything = _all_layers(model)
     old = {id(layer): layer.trainable for layer in everything}
     target = dict(old)
@@ -883,8 +898,8 @@ def _set_trainable(model: Any, layers: Any, trainable: bool, up_to: Any, fn: str
         model=model.name,
         trainable=trainable,
         changed=tuple(r.path for r in changed),
-        trainable_params=(before[0], _param_counts(model)[0]),
-        non_trainable_params=(before[1], _param_counts(model)[1]),
+        trainable_params=(before[0], parameter_counts(model)[0]),
+        non_trainable_params=(before[1], parameter_counts(model)[1]),
         compiled=compiled,
         needs_recompile=needs,
         note=note,
@@ -1187,12 +1202,12 @@ def describe(model: Any) -> LayersSummary:
                 type=type(layer).__name__,
                 depth=row.depth,
                 output_shape=_output_shape(layer),
-                params=sum(math.prod(int(d) for d in w.shape) for w in layer.weights),
+                params=count_parameters(layer.weights),
                 trainable=bool(layer.trainable),
                 batch_norm=isinstance(layer, keras.layers.BatchNormalization),
                 nested=len(inside) if isinstance(layer, keras.Model) else 0,
                 frozen_inside=sum(1 for r in inside if not r.layer.trainable),
             )
         )
-    trainable, non_trainable = _param_counts(model)
+    trainable, non_trainable = parameter_counts(model)
     return LayersSummary(model.name, tuple(rows), trainable, non_trainable, _is_compiled(model))

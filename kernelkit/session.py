@@ -374,12 +374,10 @@ class ModelTable:
     @staticmethod
     def _row(entry: Entry) -> tuple[str, ...]:
         model = entry.model
-        total = model.count_params() if model.built else 0
-        trainable = (
-            sum(int(v.numpy().size) if hasattr(v, "numpy") else 0 for v in model.trainable_weights)
-            if model.built
-            else 0
-        )
+        from .freezing import parameter_counts
+
+        trainable, frozen = parameter_counts(model)
+        total = trainable + frozen
         loss = entry.history.last().get("loss")
         return (
             entry.name,

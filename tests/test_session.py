@@ -219,3 +219,17 @@ def test_a_view_factory_is_used_instead_of_the_notebook_view(tiny_model, tiny_da
     assert made == [live] and seen[0] == "TrainBegin" and seen[-1] == "TrainEnd"
     with pytest.raises(ValueError, match=r"view_factory=\.\.\.\) takes a callable"):
         kernelkit.LiveProgress(view_factory="widget")
+
+
+def test_the_card_the_layers_tab_and_the_model_table_count_parameters_alike(registered):
+    from kernelkit import freezing
+
+    model = registered.model
+    model.layers[0].trainable = False
+    card = kernelkit.card("reg")
+    trainable, frozen = card.totals()
+    summary = freezing.describe(model)
+    (row,) = [r for r in kernelkit.models().rows if r[0] == "reg"]
+    assert (trainable, frozen) == (summary.trainable_params, summary.non_trainable_params)
+    assert row[2:4] == (f"{trainable + frozen:,}", f"{trainable:,}")
+    assert trainable + frozen == model.count_params() and frozen > 0

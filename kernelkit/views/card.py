@@ -54,21 +54,13 @@ def _shape(layer: Any) -> str:
     return ", ".join(str(tuple(s)) for s in shapes).replace("None", "None")
 
 
-def _count(weights: list[Any]) -> int:
-    total = 0
-    for v in weights:
-        size = 1
-        for d in v.shape:
-            size *= int(d)
-        total += size
-    return total
-
-
 def layer_rows(model: Any) -> list[tuple[str, str, str, int, bool]]:
     """(name, type, output shape, parameters, trainable) for each top-level layer."""
+    from ..freezing import count_parameters
+
     rows = []
     for layer in model.layers:
-        params = _count(layer.weights) if layer.built else 0
+        params = count_parameters(layer.weights) if layer.built else 0
         rows.append(
             (layer.name, type(layer).__name__, _shape(layer), params, bool(layer.trainable))
         )
@@ -99,9 +91,9 @@ class ModelCard:
 
     def totals(self) -> tuple[int, int]:
         """(trainable, non-trainable) parameter counts."""
-        if not self.model.built:
-            return 0, 0
-        return _count(self.model.trainable_weights), _count(self.model.non_trainable_weights)
+        from ..freezing import parameter_counts
+
+        return parameter_counts(self.model)
 
     def _name(self) -> str:
         return self.entry.name if self.entry is not None else self.model.name
