@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import html
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,8 @@ import numpy as np
 
 from . import intents
 from ._fitting import queued_during_fit
+from .data import num_samples as _num_samples
+from .data import split_samples
 from .freezing import check_model, layer_list
 
 #: The auto-reset policies: never, at the start of each epoch, once per fit.
@@ -543,19 +544,6 @@ def _leaves(x: Any) -> list[Any]:
         return [x]
 
 
-def _num_samples(x: Any) -> int | None:
-    """The sample count of array-like ``x`` (numpy, tensors, dicts/lists of them), else None."""
-    if x is None or hasattr(x, "element_spec"):
-        return None
-    leaves = _leaves(x)
-    if not leaves:
-        return None
-    shape = getattr(leaves[0], "shape", None)
-    if shape is None or len(shape) == 0 or shape[0] is None:
-        return None
-    return int(shape[0])
-
-
 def _is_dataset_like(x: Any) -> bool:
     # tf.data datasets, PyDatasets, generators, torch loaders: Keras ignores
     # `shuffle` and `batch_size` for them (the data decides).
@@ -678,7 +666,7 @@ def check_stateful_fit(
     n = _num_samples(x)
     split = float(fit_kwargs.get("validation_split") or 0.0)
     if n is not None:
-        n_train = math.floor(n * (1.0 - split)) if split else n
+        n_train = split_samples(n, split)[0]
         whole = steps_per_epoch is not None and steps_per_epoch <= n_train // batch
         if n_train % batch and not whole:
             extra = n_train % batch

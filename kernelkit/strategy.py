@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import devices as _devices
+from .data import num_samples as _num_samples
+from .data import split_samples
 from .devices import DeviceReport, devices
 
 __all__ = [
@@ -561,44 +563,6 @@ def describe(strategy: Any) -> tuple[str, int]:
         return f"OneDeviceStrategy ({device.rsplit('device:', 1)[-1]})", 1
     name = "TPUStrategy" if kind == "tpu" else type(strategy).__name__
     return f"{name} ({_plural(replicas, 'replica')})", replicas
-
-
-def _num_samples(x: Any) -> int | None:
-    """Rows in array-like input (numpy, tensors, lists/dicts of them); None otherwise."""
-    if x is None:
-        return None
-    if isinstance(x, Mapping):
-        x = next(iter(x.values()), None)
-    elif isinstance(x, (list, tuple)) and x and hasattr(x[0], "shape"):
-        x = x[0]
-    shape = getattr(x, "shape", None)
-    if shape is None or not len(shape):
-        return None
-    try:
-        return int(shape[0])
-    except (TypeError, ValueError):
-        return None
-
-
-def split_samples(samples: int, validation_split: float = 0.0) -> tuple[int, int]:
-    """How Keras splits ``samples`` rows for ``validation_split``: (training, validation).
-
-    Keras keeps the first ``floor(samples * (1 - validation_split))`` rows for
-    training and validates on the rest
-    (``keras/src/trainers/data_adapters/array_slicing.py``,
-    ``train_validation_split``).
-
-    Example:
-        >>> split_samples(1500, 0.1)
-        (1350, 150)
-        >>> split_samples(89, 0.2)
-        (71, 18)
-
-    """
-    if not validation_split:
-        return samples, 0
-    train = int(math.floor(samples * (1.0 - validation_split)))
-    return train, samples - train
 
 
 def batch_sizes(samples: int, batch_size: int) -> tuple[int, ...]:

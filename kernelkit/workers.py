@@ -53,6 +53,7 @@ import numpy as np
 
 from . import events as ev
 from ._worker_main import EXIT_ORPHANED, weights_digest
+from .data import num_samples, split_samples
 
 #: fit arguments passed through to every worker unchanged.
 _PASSED_THROUGH = (
@@ -140,22 +141,6 @@ def _as_arrays(value: Any, what: str) -> Any:
     return keras.tree.map_structure(np.asarray, value)
 
 
-def _num_samples(structures: Sequence[Any]) -> int:
-    sizes = {
-        int(leaf.shape[0]) if leaf.ndim else -1
-        for structure in structures
-        if structure is not None
-        for leaf in keras.tree.flatten(structure)
-    }
-    if -1 in sizes:
-        raise ValueError("fit on workers needs arrays with a batch dimension, not scalars")
-    if len(sizes) != 1:
-        raise ValueError(
-            f"x, y and sample_weight must have the same number of samples, got {sorted(sizes)}"
-        )
-    return sizes.pop()
-
-
 def shard_indices(samples: int, batch_size: int, workers: int, rank: int) -> np.ndarray:
     """Rows that ``rank`` trains on, so N workers replay a single-process fit.
 
@@ -193,7 +178,7 @@ def _split_validation(
     x: Any, y: Any, sample_weight: Any, validation_split: float, samples: int
 ) -> tuple[Any, Any, Any, Any]:
     """Keras's own split: the last ``validation_split`` of the rows, before shuffling."""
-    split_at = int(np.floor(samples * (1.0 - validation_split)))
+    split_at = split_samples(samples, validation_split)[0]
     if split_at in (0, samples):
         raise ValueError(
             f"validation_split={validation_split} leaves no training or no validation samples "
@@ -219,7 +204,7 @@ def _prepare_shards(
         (the shards, training samples dropped, validation samples dropped).
 
     """
-    samples = _num_samples([x, y, sample_weight])
+    samples = num_samples(x, y, sample_weight, strict=True)
     used = samples - samples % workers
     if used < workers:
         raise ValueError(
@@ -239,7 +224,7 @@ def _prepare_shards(
     val_dropped = 0
     if validation is not None:
         vx, vy, vw = validation
-        val_samples = _num_samples([vx, vy, vw])
+        val_samples = num_samples(vx, vy, vw, strict=True)
         val_used = val_samples - val_samples % workers
         if val_used < workers:
             raise ValueError(
@@ -567,7 +552,7 @@ def fit_on_workers(
     elif validation_split:
         if not 0.0 < validation_split < 1.0:
             raise ValueError(f"validation_split={validation_split} must be between 0 and 1")
-        samples = _num_samples([x, y, sample_weight])
+        samples = num_samples(x, y, sample_weight, strict=True)
         x, y, sample_weight, validation = _split_validation(
             x, y, sample_weight, validation_split, samples
         )

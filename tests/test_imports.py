@@ -9,7 +9,7 @@ import sys
 
 CORE = ["events", "history", "callback", "freezing", "extraction", "rnn_state", "devices",
         "strategy", "weights", "checkpoints", "intents", "ledger", "timing", "watch", "reporting",
-        "status"]
+        "status", "data", "display"]
 UI = ("ipywidgets", "IPython", "plotly", "anywidget")
 
 
