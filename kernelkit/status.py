@@ -5,6 +5,19 @@ the step, rate, ETA and the compile estimates, the end state and its
 honest epoch count, and the plain-text lines made from them. The progress
 views, the run ledger and the JupyterLab link all read it; it knows no
 view, no IPython and no session (pure; tests drive it from lists of events).
+
+Example:
+    >>> from kernelkit import events as ev
+    >>> status = FitStatus()
+    >>> for event in [ev.TrainBegin(epochs=2, steps=10, model_name="mlp", time=0.0),
+    ...               ev.EpochBegin(epoch=0, time=0.0),
+    ...               ev.Step(epoch=0, step=5, logs={"loss": 0.5}, time=1.0)]:
+    ...     status.apply(event)
+    >>> status.epoch_text(), status.step, status.fraction
+    ('Epoch 1/2', 5, 0.5)
+    >>> status.apply(ev.TrainEnd(state="finished", reason="", time=2.0))
+    >>> status.summary()
+    'kernelkit mlp: finished (0 epochs)'
 """
 
 from __future__ import annotations
