@@ -45,6 +45,7 @@ import keras
 import numpy as np
 
 from .freezing import check_model, layer_list
+from .paths import into_sublayers, walk
 
 __all__ = ["LayerStats", "Scan", "extract", "layer_names", "scan"]
 
@@ -58,44 +59,15 @@ Activation = np.ndarray | list
 # Which layers a model has, by path
 
 
-def _children(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    if isinstance(layer, keras.Model):
-        return [child for child in layer.layers if not isinstance(child, keras.layers.InputLayer)]
-    # RNN cells run once per time step inside a backend loop (tf.while_loop,
-    # lax.scan) and wrappers such as TimeDistributed map their inner layer the
-    # same way: tensors made in there cannot leave the loop, so these layers are
-    # extracted as a whole.
-    if isinstance(layer, (keras.layers.RNN, keras.layers.Wrapper)):
-        return []
-    # A custom layer that holds layers (a residual block, say) lists them in
-    # Keras's attribute tracker; `Model.layers` reads the same list, but plain
-    # layers have no public accessor for it.
-    flatten = getattr(layer, "_flatten_layers", None)
-    return list(flatten(include_self=False, recursive=False)) if flatten else []
-
-
 def _walk(model: keras.layers.Layer) -> list[tuple[str, keras.layers.Layer]]:
-    """Every layer inside ``model`` once, depth first, as ``(path, layer)``."""
-    found: list[tuple[str, keras.layers.Layer]] = []
-    seen: set[int] = set()
-    used: set[str] = set()
+    """Every layer inside ``model`` once, depth first, as ``(path, layer)`` (``kernelkit.paths``).
 
-    def visit(container: keras.layers.Layer, prefix: str) -> None:
-        for child in _children(container):
-            if id(child) in seen:
-                continue  # a layer reachable twice is extracted under its first path
-            seen.add(id(child))
-            path = prefix + child.name
-            suffix = 1
-            while path in used:  # custom models may reuse a name; keep paths unique
-                suffix += 1
-                path = f"{prefix}{child.name}#{suffix}"
-            used.add(path)
-            found.append((path, child))
-            visit(child, path + "/")
-
-    visit(model, "")
-    return found
+    Extraction enters custom layers too; RNN cells run once per time step inside
+    a backend loop (tf.while_loop, lax.scan), and wrappers such as TimeDistributed
+    map their inner layer the same way: tensors made in there cannot leave the
+    loop, so those layers are extracted as a whole.
+    """
+    return [(p.path, p.layer) for p in walk(model, enter=into_sublayers)]
 
 
 def layer_names(model: keras.layers.Layer) -> list[str]:

@@ -73,7 +73,7 @@ import numbers
 import reprlib
 import types
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -81,6 +81,8 @@ import keras
 
 from ._fitting import queued_during_fit
 from .intents import SetTrainable
+from .paths import LayerPath as _Row
+from .paths import into_models, walk
 
 #: What names a layer: a name, an index into ``model.layers``, a glob
 #: pattern ("block3_*"), a path into a nested model ("base/conv2") or the
@@ -183,15 +185,6 @@ class FreezeReport:
 # --------------------------------------------------------------------------
 # Layers, rows and paths
 # --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Row:
-    path: str
-    layer: Any
-    depth: int
-    ancestors: tuple[Any, ...]  # nested models between the model and the layer
-    is_input: bool = False
 
 
 def _a(value: Any) -> str:
@@ -303,13 +296,13 @@ def layer_list(
     return items
 
 
-def _rows(model: Any, prefix: str = "", depth: int = 0, ancestors: tuple = ()) -> Iterator[_Row]:
-    """Layers in model order; a nested model's layers follow it, with paths."""
-    for layer in model.layers:
-        path = prefix + layer.name
-        yield _Row(path, layer, depth, ancestors, isinstance(layer, keras.layers.InputLayer))
-        if isinstance(layer, keras.Model):
-            yield from _rows(layer, path + "/", depth + 1, (*ancestors, layer))
+def _rows(model: Any) -> list[_Row]:
+    """Layers in model order; a nested model's layers follow it, with paths (``kernelkit.paths``).
+
+    Freezing enters nested models only: a custom layer freezes as a whole. Input
+    layers are listed (greyed in the Layers tab), never changed.
+    """
+    return walk(model, enter=into_models, inputs=True)
 
 
 def _all_layers(model: Any) -> list[Any]:
@@ -408,7 +401,7 @@ def _resolve(model: Any, rows: list[_Row], spec: Any, arg: str) -> list[_Row]:
             return found[:1]
         if any(layer is spec for layer in _all_layers(model)[1:]):
             # A layer inside a custom (non-model) layer: it has no row of its own.
-            return [_Row(spec.name, spec, 0, ())]
+            return [_Row(spec.name, spec, 0)]
         raise ValueError(f"{where}layer {spec.name!r} is not part of model {model.name!r}.")
     if any(ch in spec for ch in _GLOB_CHARS):
         pool = rows if "/" in spec else [r for r in rows if r.depth == 0]

@@ -28,6 +28,7 @@ from ._fitting import queued_during_fit
 from .data import num_samples as _num_samples
 from .data import split_samples
 from .freezing import check_model, layer_list
+from .paths import into_sublayers, walk
 
 #: The auto-reset policies: never, at the start of each epoch, once per fit.
 EVERY = ("never", "epoch", "fit")
@@ -60,32 +61,10 @@ def _is_stateful(layer: Any) -> bool:
     )
 
 
-def _children(layer: Any) -> list[Any]:
-    # Layer._flatten_layers(recursive=False) is what Model.layers is built on;
-    # unlike `.layers` it also reaches sublayers of custom layers.
-    flatten = getattr(layer, "_flatten_layers", None)
-    if callable(flatten):
-        return list(flatten(include_self=False, recursive=False))
-    return list(getattr(layer, "layers", []))
-
-
-def _walk(layer: Any, prefix: str, seen: set[int], out: list[tuple[str, Any]]) -> None:
-    for child in _children(layer):
-        if id(child) in seen:  # a shared layer is reported once, at its first path
-            continue
-        seen.add(id(child))
-        path = prefix + child.name
-        out.append((path, child))
-        # An RNN (or Bidirectional) is one unit: its cells and its forward and
-        # backward copies are not reported on their own.
-        if not isinstance(child, (keras.layers.RNN, keras.layers.Bidirectional)):
-            _walk(child, path + "/", seen, out)
-
-
 def _all_layers(model: Any) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    _walk(model, "", {id(model)}, out)
-    return out
+    # The walk of kernelkit.paths: an RNN (or Bidirectional) is one unit, its cells and
+    # its forward and backward copies are not reported on their own.
+    return [(p.path, p.layer) for p in walk(model, enter=into_sublayers)]
 
 
 def stateful_layers(model: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 
 CORE = ["events", "history", "callback", "freezing", "extraction", "rnn_state", "devices",
         "strategy", "weights", "checkpoints", "intents", "ledger", "timing", "watch", "reporting",
-        "status", "data", "display"]
+        "status", "data", "display", "paths"]
 UI = ("ipywidgets", "IPython", "plotly", "anywidget")
 
 
