@@ -94,7 +94,7 @@ def end(model: Any) -> list[str]:
     return lines
 
 
-def _describe(func: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> str:
+def _describe(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     shown = [repr(a) for a in args[1:]] + [f"{k}={v!r}" for k, v in kwargs.items()]
     return f"{func.__name__}({', '.join(shown)})"
 

@@ -97,3 +97,13 @@ def test_the_contracts_catch_each_arrow_the_design_forbids(tmp_path):
     assert "Contracts: 0 kept, 3 broken." in done.stdout, done.stdout[-3000:]
     for importer, imported in FORBIDDEN:
         assert f"{importer} -> {imported} (l." in done.stdout, (importer, imported, done.stdout)
+
+
+def test_the_pure_modules_type_check_strictly(tmp_path):
+    """mypy --strict over the files pyproject.toml lists ([tool.mypy])."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Success: no issues found in 10 source files" in done.stdout
