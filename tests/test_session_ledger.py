@@ -116,20 +116,30 @@ def test_watch_is_refused_on_the_line_magic(shell):
         shell.run_line_magic("kmodel", "reg --watch")
 
 
-@pytest.mark.kernel
-def test_a_kernel_killed_mid_fit_leaves_its_run_marked_interrupted(kernel, tmp_path):
-    folder = tmp_path / "ledger"
+def _in_kernel_with_ledger(kernel, folder, code):
+    """Runs SETUP and ``code`` in ``kernel``, kernelkit loaded, its ledger in ``folder``."""
     reply, _ = kernel.execute(
         f"import kernelkit\nkernelkit.ledger.set_folder({str(folder)!r})\n%load_ext kernelkit\n"
         + SETUP
-        + """
+        + code
+    )
+    return reply
+
+
+@pytest.mark.kernel
+def test_a_kernel_killed_mid_fit_leaves_its_run_marked_interrupted(kernel, tmp_path):
+    folder = tmp_path / "ledger"
+    reply = _in_kernel_with_ledger(
+        kernel,
+        folder,
+        """
 import threading
 class Hold(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 2:  # every callback has ended epochs 0 and 1
             print("TWO EPOCHS DONE", flush=True)
             threading.Event().wait()  # hold the fit here until the kernel is killed
-"""
+""",
     )
     assert reply["status"] == "ok", reply
     msg_id = kernel.kc.execute(
@@ -179,12 +189,7 @@ for rate in (1e-1, 1e-3):
 @pytest.mark.kernel
 def test_runs_shows_a_sortable_widget_and_keeps_the_static_table(kernel, tmp_path):
     """In a real kernel: the output carries the live widget and the static table beside it."""
-    folder = tmp_path / "ledger"
-    reply, _ = kernel.execute(
-        f"import kernelkit\nkernelkit.ledger.set_folder({str(folder)!r})\n%load_ext kernelkit\n"
-        + SETUP
-        + RUNS_IN_KERNEL
-    )
+    reply = _in_kernel_with_ledger(kernel, tmp_path / "ledger", RUNS_IN_KERNEL)
     assert reply["status"] == "ok", reply
     reply, messages = kernel.execute('kernelkit.runs("reg")')
     assert reply["status"] == "ok", reply
