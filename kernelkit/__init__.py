@@ -92,8 +92,6 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'kernelkit' has no attribute {name!r}")
     loaded = importlib.import_module(module, __name__)
-    if name == "devices":  # its report's "auto" row is strategy's: installed on import
-        importlib.import_module(".strategy", __name__)
     value = loaded if name in _CALLABLE_MODULES else getattr(loaded, name)
     globals()[name] = value  # later lookups skip this function
     return value
@@ -126,8 +124,16 @@ def _lr_find_view(display: str, history: Any, points: Any, on_stop: Any) -> Any:
     return make_view(display, history, points, on_stop)
 
 
+def _auto_plan(report: Any) -> str:
+    # The device report's "auto" row: what strategy("auto") would pick there.
+    from .strategy import _auto_text
+
+    return _auto_text(report)
+
+
 _display.set_progress_view(_progress_view)
 _display.set_lr_find_view(_lr_find_view)
+_display.set_auto_plan(_auto_plan)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -26,11 +26,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _env
+from .display import auto_plan_text
 
 __all__ = [
     "GPU",
@@ -244,8 +245,11 @@ class DeviceReport:
             rows.insert(-1, ("chips", f"{self.accelerators()} ({backend} sees them)"))
         if self.workers:
             rows.append(("TF_CONFIG", f"{self.workers} worker(s), {self.parameter_servers} ps"))
-        if _auto_planner is not None:
-            rows.append(("auto", _auto_planner(self)))
+        # What strategy("auto") would pick: strategy's words, installed by the package
+        # (kernelkit.display), since strategy reads devices and devices never imports it.
+        auto = auto_plan_text(self)
+        if auto is not None:
+            rows.append(("auto", auto))
         rows.extend(("note", note) for note in self.notes)
         return rows
 
@@ -268,16 +272,6 @@ class DeviceReport:
         )
 
 
-#: What ``strategy("auto")`` would pick on a report, in words: installed by
-#: ``kernelkit.strategy`` when it is imported (``kernelkit.devices()`` imports it), since
-#: strategy reads devices and devices never imports strategy.
-_auto_planner: Callable[[DeviceReport], str] | None = None
-
-
-def set_auto_planner(planner: Callable[[DeviceReport], str] | None) -> None:
-    """Installs what the report's "auto" row says (None: no such row)."""
-    global _auto_planner
-    _auto_planner = planner
 
 
 # --------------------------------------------------------------------------------------

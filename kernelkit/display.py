@@ -7,7 +7,9 @@ notebook views here (as it installs the drawer of long calls in
 own instead, as tqdm's Keras callback takes ``tqdm_class=``. With nothing
 installed, fits show nothing and still send their events to every sink.
 The sinks every fit reports to (the JupyterLab status item) are registered
-here too, by whoever connects them (``%load_ext kernelkit``).
+here too, by whoever connects them (``%load_ext kernelkit``), and the words of
+the device report's "auto" row, which are ``kernelkit.strategy``'s (strategy
+reads devices, so devices cannot ask it).
 
 Example:
     >>> shown = []
@@ -31,6 +33,7 @@ LrFindViewFactory = Callable[[str, Any, Any, Callable[[], None]], Any]
 _progress: ProgressViewFactory | None = None
 _lr_find: LrFindViewFactory | None = None
 _fit_sinks: list[Callable[[Any], None]] = []
+_auto_plan: Callable[[Any], str] | None = None
 
 
 def set_progress_view(factory: ProgressViewFactory | None) -> ProgressViewFactory | None:
@@ -73,3 +76,15 @@ def remove_fit_sink(sink: Callable[[Any], None]) -> None:
 def fit_sinks() -> list[Callable[[Any], None]]:
     """The sinks every kernelkit fit sends its events to, besides its own."""
     return list(_fit_sinks)
+
+
+def set_auto_plan(describe: Callable[[Any], str] | None) -> Callable[[Any], str] | None:
+    """Installs what the device report's "auto" row says (``kernelkit.strategy``'s words)."""
+    global _auto_plan
+    previous, _auto_plan = _auto_plan, describe
+    return previous
+
+
+def auto_plan_text(report: Any) -> str | None:
+    """What ``strategy("auto")`` would pick on ``report``, or None with nothing installed."""
+    return _auto_plan(report) if _auto_plan is not None else None

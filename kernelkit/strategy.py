@@ -26,7 +26,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import devices as _devices
 from .data import num_samples as _num_samples
 from .data import split_samples
 from .devices import DeviceReport, devices
@@ -955,5 +954,3 @@ def _auto_text(report: DeviceReport) -> str:
     except ValueError as error:
         return f"none ({error})"
 
-
-_devices.set_auto_planner(_auto_text)  # the device report's "auto" row

@@ -9,7 +9,6 @@ import types
 
 import pytest
 
-import kernelkit.strategy  # noqa: F401  (installs the report's "auto" row, as kernelkit.devices() does)
 from kernelkit.devices import (
     GPU,
     DeviceReport,
