@@ -364,4 +364,5 @@ def tab(model: Any, submit: Any, entry: Any = None) -> Any:
         f"kernelkit.compare({entry.name!r}, which=[...]) chooses others</div>"
     )
     chart = w.HTML(latest._repr_html_() + note)
-    return w.VBox([table.sorter(), chart]) if len(table) > 1 else w.VBox([w.HTML(table._repr_html_()), chart])
+    head = table.sorter() if len(table) > 1 else w.HTML(table._repr_html_())
+    return w.VBox([head, chart])
