@@ -118,10 +118,10 @@ def _progress_view(callback: Any) -> Any:
     return make_view(callback)
 
 
-def _lr_find_view(display: str, history: Any, points: Any, on_stop: Any) -> Any:
+def _lr_find_view(display: str, history: Any, points: Any, submit: Any) -> Any:
     from .views.lr_find import make_view
 
-    return make_view(display, history, points, on_stop)
+    return make_view(display, history, points, submit)
 
 
 def _auto_plan(report: Any) -> str:

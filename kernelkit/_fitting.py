@@ -37,10 +37,26 @@ _REGISTERED: weakref.WeakKeyDictionary[Any, tuple[str, Any]] = weakref.WeakKeyDi
 
 
 def stop_current(reason: str = "user") -> bool:
-    """Asks every running kernelkit fit to stop after its current step; False if none runs."""
+    """Sends ``StopTraining`` to every running kernelkit fit; False if none runs.
+
+    The JupyterLab command's way in (it knows no model): each fit stops after
+    its current step, through ``LiveProgress.submit`` like every other stop.
+    """
+    from .intents import StopTraining
+
     running = list(CURRENT)
     for live in running:
-        live.request_stop(reason)
+        live.submit(StopTraining(reason))
+    return bool(running)
+
+
+def stop_fit_of(model: Any, intent: Any) -> bool:
+    """Sends a ``StopTraining`` to the running kernelkit fit of ``model``; False if none runs."""
+    # Keras's Callback keeps its model as ``_model``; the ``model`` property would sync
+    # JAX's training state from this (another) thread.
+    running = [live for live in list(CURRENT) if getattr(live, "_model", None) is model]
+    for live in running:
+        live.submit(intent)
     return bool(running)
 
 

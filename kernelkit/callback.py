@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import _fitting
+from . import _fitting, intents
 from . import events as ev
 from .display import progress_view as display_view
 from .history import RunHistory, scalar_logs
@@ -336,6 +336,32 @@ class LiveProgress(keras.callbacks.Callback):
         self._validation_time: float | None = None  # this epoch's validation pass
 
     # --- what the session and the views call -------------------------------------------
+
+    def submit(self, intent: intents.Intent) -> bool:
+        """Takes an intent meant for the running fit: a ``StopTraining``.
+
+        Every way to stop a fit ends here: the progress view's Stop button, the
+        JupyterLab command (through ``kernelkit._fitting.stop_current``), the
+        card, and the first kernel interrupt. Only sets flags, so it is safe
+        from a signal handler or another thread.
+
+        Args:
+            intent: a ``kernelkit.intents.StopTraining``.
+
+        Returns:
+            True: the stop is asked for at once.
+
+        Raises:
+            TypeError: for any other intent (model changes go to the session,
+                which queues them until the fit ends).
+        """
+        if not isinstance(intent, intents.StopTraining):
+            raise TypeError(
+                f"a running fit takes StopTraining only, not {type(intent).__name__}; "
+                "send model changes to the session (kernelkit.card's submit)"
+            )
+        self.request_stop(intent.reason)
+        return True
 
     def request_stop(self, reason: str = "user") -> None:
         """Asks the running fit to stop at the end of the current step.

@@ -27,8 +27,9 @@ from typing import Any
 #: Makes the view of a ``LiveProgress`` as its fit begins: ``factory(callback)``, returning
 #: an object with ``handle(event)`` (and ``close()``), or None for no view.
 ProgressViewFactory = Callable[[Any], Any]
-#: Makes the view of a learning-rate sweep: ``factory(display, history, points, on_stop)``.
-LrFindViewFactory = Callable[[str, Any, Any, Callable[[], None]], Any]
+#: Makes the view of a learning-rate sweep: ``factory(display, history, points, submit)``,
+#: where ``submit`` takes the view's ``StopTraining`` (the sweep's ``LiveProgress.submit``).
+LrFindViewFactory = Callable[[str, Any, Any, Callable[[Any], bool]], Any]
 
 _progress: ProgressViewFactory | None = None
 _lr_find: LrFindViewFactory | None = None
@@ -55,11 +56,11 @@ def set_lr_find_view(factory: LrFindViewFactory | None) -> LrFindViewFactory | N
     return previous
 
 
-def lr_find_view(display: str, history: Any, points: Any, on_stop: Callable[[], None]) -> Any:
+def lr_find_view(display: str, history: Any, points: Any, submit: Callable[[Any], bool]) -> Any:
     """The installed view of a learning-rate sweep, or None when nothing is installed."""
     if _lr_find is None:
         return None
-    return _lr_find(display, history, points, on_stop)
+    return _lr_find(display, history, points, submit)
 
 
 def add_fit_sink(sink: Callable[[Any], None]) -> None:

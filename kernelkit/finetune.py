@@ -66,7 +66,6 @@ import numpy as np
 from . import freezing
 from ._fitting import queued_during_fit
 from .freezing import count_parameters
-from .intents import FreezeTo
 
 BNPolicy = Literal["frozen", "train", "inference"]
 _BN_POLICIES = ("frozen", "train", "inference")
@@ -410,36 +409,33 @@ def freeze_to(
     )
 
 
-def apply_intent(model: Any, intent: FreezeTo) -> FineTuneReport:
-    """Applies the Layers tab's "freeze up to here" (:class:`~kernelkit.intents.FreezeTo`).
+def freeze_through(model: Any, path: str, *, bn: BNPolicy = "frozen") -> FineTuneReport:
+    """Freezes every layer up to and including ``path``; the rest stay trainable.
 
-    Every layer up to and including ``intent.up_to`` (all of a nested
-    model's layers when it names one) is frozen, the rest left trainable,
-    with the intent's BatchNormalization policy.
+    The Layers tab's "freeze up to here" (a ``FreezeTo`` intent). A nested
+    model's path means all of its layers.
 
     Args:
         model: a ``keras.Model``.
-        intent: the request.
+        path: a layer path ("base/block_16_project_BN").
+        bn: the BatchNormalization policy, as for :func:`freeze_to`.
 
     Returns:
         The :class:`FineTuneReport` of :func:`freeze_to`.
 
     Raises:
-        TypeError: ``intent`` is not a ``FreezeTo``.
-
+        ValueError: ``path`` names no layer, or a nested model without layers.
     """
-    if not isinstance(intent, FreezeTo):
-        raise TypeError(f"apply_intent() handles FreezeTo; got {type(intent).__name__}.")
     leaves = _leaves(model)
     rows = list(freezing._rows(model))
-    (row,) = freezing._resolve(model, rows, intent.up_to, "layers")[:1]
+    (row,) = freezing._resolve(model, rows, path, "layers")[:1]
     inside = [
         i for i, leaf in enumerate(leaves)
         if leaf.layer is row.layer or leaf.path.startswith(row.path + "/")
     ]
     if not inside:
-        raise ValueError(f"{intent.up_to!r} has no layers to freeze")
-    return freeze_to(model, inside[-1] + 1, bn=intent.bn)  # type: ignore[arg-type]
+        raise ValueError(f"{path!r} has no layers to freeze")
+    return freeze_to(model, inside[-1] + 1, bn=bn)
 
 
 # --------------------------------------------------------------------------

@@ -80,7 +80,6 @@ from typing import Any, Literal, Union
 import keras
 
 from ._fitting import queued_during_fit
-from .intents import SetTrainable
 from .paths import LayerPath as _Row
 from .paths import into_models, walk
 
@@ -1082,31 +1081,6 @@ def ensure_trainable_applied(model: Any, name: str | None = None) -> str | None:
         f"kernelkit: recompiled {name or model.name!r} because {_plural(len(items), 'layer')} "
         f"changed trainable ({'; '.join(parts)})"
     )
-
-
-def apply_intent(model: Any, intent: SetTrainable) -> FreezeReport:
-    """Applies a panel's :class:`~kernelkit.intents.SetTrainable` to ``model`` now.
-
-    The default ``submit`` of the Layers panel, for tests and standalone use
-    (the session queues intents while a fit runs instead). Empty
-    ``intent.layers`` with no ``up_to`` means every layer.
-
-    Args:
-        model: a ``keras.Model``.
-        intent: the request.
-
-    Returns:
-        The :class:`FreezeReport` of :func:`freeze` / :func:`unfreeze`.
-
-    Raises:
-        TypeError: ``intent`` is not a ``SetTrainable``.
-
-    """
-    if not isinstance(intent, SetTrainable):
-        raise TypeError(f"apply_intent() handles SetTrainable; got {type(intent).__name__}.")
-    layers = list(intent.layers) or None
-    fn = unfreeze if intent.trainable else freeze
-    return fn(model, layers, up_to=intent.up_to)
 
 
 # --------------------------------------------------------------------------

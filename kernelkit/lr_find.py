@@ -876,7 +876,7 @@ def lr_find(
         try:
             with _own_history(model) as history:
                 if display != "none":
-                    view = lr_find_view(display, history, sweep.points, live.request_stop)
+                    view = lr_find_view(display, history, sweep.points, live.submit)
                     live.view = view
                 for optimizer_, schedule in zip(targets, sweeps, strict=True):
                     # Not the learning_rate setter: it would untrack the rate's variable and

@@ -23,7 +23,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import intents
 from ._fitting import queued_during_fit
 from .data import num_samples as _num_samples
 from .data import split_samples
@@ -41,7 +40,7 @@ __all__ = [
     "ResetStates",
     "StateRow",
     "StateSummary",
-    "apply_intent",
+    "check_every",
     "check_stateful_fit",
     "fixed_batch_size",
     "reset_states",
@@ -236,41 +235,6 @@ def reset_states(model: Any, layers: str | Sequence[str] | None = None) -> list[
     return paths
 
 
-def apply_intent(model: Any, intent: intents.Intent) -> bool:
-    """Applies a view's RNN-state intent to ``model`` at once.
-
-    This is the ``submit`` a States panel uses when no session gives one.
-
-    Args:
-        model: the Keras model the panel shows.
-        intent: ``intents.ResetStates`` (resets the named layers, or all) or
-            ``intents.SetAutoReset`` (validated; the policy itself lives with
-            whoever runs the fits: the session, or the panel's
-            ``auto_reset`` value passed to ``ResetStates(every=...)``).
-
-    Returns:
-        True (applied now).
-
-    Raises:
-        TypeError: for intents that are not about RNN state.
-        ValueError: as ``reset_states`` does, or for an unknown policy.
-
-    Example:
-        >>> apply_intent(model, intents.ResetStates(layers=("lstm",)))  # doctest: +SKIP
-        True
-
-    """
-    if isinstance(intent, intents.ResetStates):
-        reset_states(model, None if intent.layers is None else list(intent.layers))
-        return True
-    if isinstance(intent, intents.SetAutoReset):
-        _check_every(intent.every)
-        return True
-    raise TypeError(
-        f"apply_intent handles ResetStates and SetAutoReset, not {type(intent).__name__}."
-    )
-
-
 # --------------------------------------------------------------------------
 # Summaries
 # --------------------------------------------------------------------------
@@ -447,7 +411,12 @@ def state_summary(model: Any) -> StateSummary:
 # --------------------------------------------------------------------------
 
 
-def _check_every(every: str) -> None:
+def check_every(every: str) -> None:
+    """Checks an auto-reset policy: one of :data:`EVERY`.
+
+    Raises:
+        ValueError: naming the policies allowed.
+    """
     if every not in EVERY:
         raise ValueError(f"every must be one of {list(EVERY)}, got {every!r}.")
 
@@ -479,7 +448,7 @@ class ResetStates(keras.callbacks.Callback):
 
     def __init__(self, every: str = "epoch", layers: str | Sequence[str] | None = None):
         super().__init__()
-        _check_every(every)
+        check_every(every)
         _layer_names(layers, "ResetStates")  # a wrong type now, not at the first epoch
         self.every = every
         self.layers = layers

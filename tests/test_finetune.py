@@ -459,10 +459,10 @@ def test_lr_find_with_one_optimizer_names_no_group():
 
 
 def recording(model):
-    from kernelkit.views.layers import default_submit
+    from kernelkit.operations import submitter
 
     sent = []
-    apply = default_submit(model)
+    apply = submitter(model)
 
     def submit(intent):
         sent.append(intent)
@@ -507,7 +507,7 @@ def test_freeze_up_to_here_is_pending_while_a_fit_runs():
         "base": True,
     }
     assert all(model.get_layer("base").get_layer(n).trainable for n in ("d1", "bn", "d2"))
-    kernelkit.finetune.apply_intent(model, queued[0])  # the session, after the fit
+    kernelkit.operations.apply_intent(model, queued[0])  # the session, after the fit
     panel.refresh()
     assert [panel.rows[p].toggle.value for p in ("base/d1", "base/bn", "base/d2", "head")] == [
         False,

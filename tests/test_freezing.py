@@ -12,7 +12,6 @@ import pytest
 
 from kernelkit.freezing import (
     FreezeReport,
-    apply_intent,
     ensure_trainable_applied,
     freeze,
     recompile,
@@ -178,18 +177,6 @@ def test_up_to_freezes_everything_before_and_including_a_layer():
     report = freeze(model, up_to="base")
     assert report.changed == ("base", "base/d2")
     assert len(model.trainable_weights) == 2
-
-
-def test_apply_intent_is_the_panels_default_path():
-    model, _ = make_model()
-    report = apply_intent(model, SetTrainable(("head",), False))
-    assert report.recompiled and not model.get_layer("head").trainable
-    apply_intent(model, SetTrainable((), True))
-    assert all(flags(model))
-    apply_intent(model, SetTrainable((), False, up_to="base/d1"))
-    assert [layer.trainable for layer in model.get_layer("base").layers[1:]] == [False, True, True]
-    with pytest.raises(TypeError, match="SetTrainable"):
-        apply_intent(model, "freeze")
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from keras import layers
 from kernelkit import intents
 from kernelkit.rnn_state import (
     ResetStates,
-    apply_intent,
     check_stateful_fit,
     fixed_batch_size,
     reset_states,
@@ -257,20 +256,6 @@ def test_unbuilt_stateful_layer_is_listed_without_state():
     assert (row.path, row.shape, row.norm) == ("lstm", None, None)
     assert fixed_batch_size(model) is None
     assert reset_states(model) == ["lstm"]  # nothing to zero yet, and no error
-
-
-def test_apply_intent():
-    model = two_layer_model()
-    model(np.ones((4, 5, 3), "float32"))
-    assert apply_intent(model, intents.ResetStates(layers=("lstm",))) is True
-    assert all_zero(model.get_layer("lstm")) and not all_zero(model.get_layer("gru"))
-    assert apply_intent(model, intents.ResetStates()) is True
-    assert all_zero(model.get_layer("gru"))
-    assert apply_intent(model, intents.SetAutoReset(every="epoch")) is True
-    with pytest.raises(ValueError, match="every must be one of"):
-        apply_intent(model, intents.SetAutoReset(every="batch"))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="not StopTraining"):
-        apply_intent(model, intents.StopTraining())
 
 
 # ---------------------------------------------------------------- the callback

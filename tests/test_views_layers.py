@@ -9,7 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import pytest
 
-from kernelkit.freezing import apply_intent, ensure_trainable_applied
+from kernelkit.freezing import ensure_trainable_applied
+from kernelkit.operations import apply_intent
 from kernelkit.intents import SetTrainable
 from kernelkit.views.layers import LayersPanel, tab
 

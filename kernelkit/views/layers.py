@@ -13,8 +13,8 @@ with ``training=False``. Clicks do not touch the model: they become
 ``submit``. When ``submit`` returns False (a fit is running, the
 session queued the intent), the rows show the change as pending until
 :meth:`LayersPanel.refresh` is called. Without a session, the default submit
-applies intents at once through ``kernelkit.freezing.apply_intent`` (which
-recompiles).
+applies intents at once through ``kernelkit.operations.apply_intent`` (which
+recompiles), the same path as the session's.
 
 The panel has a deterministic ``text/plain`` repr and a static HTML table
 (:meth:`LayersPanel.static_html`, also in its display bundle), so a saved
@@ -29,6 +29,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from .. import operations
 from ..intents import FreezeTo, Intent, SetTrainable
 from ._static import StaticFallback
 
@@ -55,30 +56,6 @@ def _fmt(n: int) -> str:
 
 def _state_word(trainable: bool) -> str:
     return "trainable" if trainable else "frozen"
-
-
-def default_submit(model: Any) -> Callable[[Intent], bool]:
-    """A ``submit`` that applies intents to ``model`` at once (no session).
-
-    Args:
-        model: the ``keras.Model`` the panel shows.
-
-    Returns:
-        A callable that applies a ``SetTrainable`` with
-        ``kernelkit.freezing.apply_intent`` and returns True.
-
-    """
-
-    def submit(intent: Intent) -> bool:
-        if isinstance(intent, FreezeTo):
-            from ..finetune import apply_intent as freeze_to
-        else:
-            from ..freezing import apply_intent as freeze_to  # type: ignore[assignment]
-
-        freeze_to(model, intent)  # type: ignore[arg-type]
-        return True
-
-    return submit
 
 
 class LayerRow(W.HBox):
@@ -143,7 +120,7 @@ class LayersPanel(StaticFallback, W.VBox):
         model: a ``keras.Model``.
         submit: where intents go; returns True when applied now, False when
             queued (a fit is running). Default: apply at once
-            (:func:`default_submit`).
+            (``kernelkit.operations.submitter``).
 
     Attributes:
         rows: ``{path: LayerRow}``; ``rows[path].toggle.value`` is the flag.
@@ -157,7 +134,7 @@ class LayersPanel(StaticFallback, W.VBox):
 
     def __init__(self, model: Any, submit: Callable[[Intent], bool] | None = None) -> None:
         self._model = model
-        self._submit = submit if submit is not None else default_submit(model)
+        self._submit = submit if submit is not None else operations.submitter(model)
         self._syncing = False
         self.pending: dict[str, bool] = {}
         self.error = ""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import events as ev
+from ..intents import Submit
 from .progress import ProgressView, TextView, bar_html, in_notebook_kernel
 
 Points = Callable[[], tuple[list[float], list[float], list[float], list[float]]]
@@ -239,7 +240,7 @@ class LRFindView(ProgressView):
     Args:
         history: the sweep's own ``RunHistory``.
         points: returns (lrs, losses, smoothed, smoothed_lrs) recorded so far.
-        on_stop: called when Stop is clicked (only sets a flag).
+        submit: where Stop sends ``StopTraining("user")`` (only sets a flag).
         curve_refresh: the shortest time between two chart redraws, seconds.
 
     """
@@ -248,11 +249,11 @@ class LRFindView(ProgressView):
         self,
         history: Any,
         points: Points,
-        on_stop: Callable[[], None] | None = None,
+        submit: Submit | None = None,
         *,
         curve_refresh: float = 1.0,
     ) -> None:
-        super().__init__(history, on_stop=on_stop, plot=False, curve_refresh=curve_refresh)
+        super().__init__(history, submit=submit, plot=False, curve_refresh=curve_refresh)
         self._points = points
         self._chart = ""
         self._drawn = 0  # points in the chart drawn last
@@ -320,8 +321,8 @@ class LRFindText(TextView):
         self.stream.flush()
 
 
-def make_view(display: str, history: Any, points: Points, on_stop: Callable[[], None]) -> Any:
+def make_view(display: str, history: Any, points: Points, submit: Submit) -> Any:
     """The finder's view for ``display`` ("auto", "widget" or "text")."""
     if display == "text" or (display == "auto" and not in_notebook_kernel()):
         return LRFindText()
-    return LRFindView(history, points, on_stop)
+    return LRFindView(history, points, submit)

@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import events as ev
 from ..history import RunHistory, Throttle
+from ..intents import StopTraining, Submit
 from ..status import STATE_TEXT, FitStatus, format_logs, format_value
 from . import _plotly, _svg
 
@@ -548,9 +549,9 @@ class ProgressView:
 
     Args:
         history: the store to draw; a new one (fed by ``handle``) when None.
-        on_stop: called (with no argument) when the Stop button is clicked.
-            It runs on the kernel's subshell thread during a fit, so it must
-            only set flags.
+        submit: where the Stop button sends ``StopTraining("user")`` (the
+            fit's ``LiveProgress.submit``). It runs on the kernel's subshell
+            thread during a fit, so it must only set flags.
         plot: whether to draw curves.
         interactive: whether the final curves are their own output with a
             plotly figure over the SVG (:func:`curves_bundle`); else the
@@ -565,7 +566,7 @@ class ProgressView:
     def __init__(
         self,
         history: RunHistory | None = None,
-        on_stop: Callable[[], None] | None = None,
+        submit: Submit | None = None,
         *,
         plot: bool = True,
         interactive: bool = True,
@@ -578,7 +579,7 @@ class ProgressView:
         self.state = FitStatus()
         self.plot = plot
         self.interactive = interactive
-        self.on_stop = on_stop
+        self.submit = submit
         self._curves_throttle = Throttle(curve_refresh, clock)
         self._fallback_throttle = Throttle(fallback_refresh, clock)
         self._curves = ""
@@ -631,8 +632,8 @@ class ProgressView:
         return self.state.summary() if self.state.state != "running" else "kernelkit: training…"
 
     def _clicked(self, _button: Any) -> None:
-        if self.on_stop is not None:
-            self.on_stop()
+        if self.submit is not None:
+            self.submit(StopTraining("user"))
         # Setting a trait from the subshell thread only queues a comm message.
         self.stop_button.description = "Stopping…"
         self.stop_button.disabled = True
@@ -840,7 +841,7 @@ def make_view(callback: Any) -> Any:
         return TextView()
     view = ProgressView(
         callback.history,
-        on_stop=callback.request_stop,
+        submit=callback.submit,
         plot=callback.plot,
         interactive=getattr(callback, "interactive", True),
     )

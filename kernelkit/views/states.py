@@ -3,7 +3,7 @@
 The panel holds no Keras logic: it reads ``rnn_state.state_summary`` and
 sends intents (``ResetStates``, ``SetAutoReset``) to the ``submit`` callable
 the session provides. Without a session, ``submit`` defaults to
-``rnn_state.apply_intent``, which resets at once.
+``kernelkit.operations.submitter``, which resets at once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from .. import intents, rnn_state
+from .. import intents, operations, rnn_state
 from ._static import StaticFallback
 
 #: The auto-reset selector's (label, value) pairs; values are ``SetAutoReset.every``.
@@ -60,7 +60,7 @@ class StatesPanel(StaticFallback, w.VBox):
     Args:
         model: a Keras model with stateful recurrent layers.
         submit: where intents go (``True`` = applied now, ``False`` =
-            queued until the running fit ends). None: ``rnn_state.apply_intent``
+            queued until the running fit ends). None: ``operations.submitter``
             on ``model``, i.e. reset at once; the auto-reset choice is then only
             shown (pass ``kernelkit.ResetStates(every=panel.auto_reset)`` to fit).
         auto_reset: the policy to show initially ("never", "epoch", "fit");
@@ -88,7 +88,7 @@ class StatesPanel(StaticFallback, w.VBox):
         super().__init__()
         self._model = model
         self._standalone = submit is None
-        self._submit: intents.Submit = submit or functools.partial(rnn_state.apply_intent, model)
+        self._submit: intents.Submit = submit or operations.submitter(model)
         self._summary = rnn_state.state_summary(model)
         if not self._summary.layers:
             raise ValueError(f"model {model.name!r} has no stateful recurrent layer to show.")
