@@ -478,6 +478,9 @@ class RunRecorder:
         fingerprint: see :func:`fingerprint`.
         config: see :func:`describe_fit`.
         versions: see :func:`versions`.
+        status: returns the fit's ``FitStatus`` as its ``LiveProgress`` folds
+            it (``lambda: live.status``), so the events are folded once per
+            fit; None folds them here (a recorder used on its own).
     """
 
     def __init__(
@@ -488,6 +491,7 @@ class RunRecorder:
         fingerprint: str,
         config: Mapping[str, Any],
         versions: Mapping[str, str],
+        status: Callable[[], FitStatus] | None = None,
     ) -> None:
         self.ledger = ledger
         self.model = model
@@ -501,11 +505,20 @@ class RunRecorder:
         self._seen = 0
         # The times come from the one status reducer the progress view reads too, so the
         # ledger's compile and steps/s are the figures the user saw.
-        self._status = FitStatus()
+        self._own: FitStatus | None = FitStatus() if status is None else None
+        self._read_status = status
         self._total_steps = 0
 
+    @property
+    def _status(self) -> FitStatus:
+        if self._read_status is not None:
+            return self._read_status()
+        assert self._own is not None
+        return self._own
+
     def __call__(self, event: ev.Event) -> None:
-        self._status.apply(event)
+        if self._own is not None:
+            self._own.apply(event)
         if isinstance(event, ev.TrainBegin):
             self._steps = event.steps
             self.run_id = self.ledger.start(
@@ -566,15 +579,24 @@ class RunRecorder:
 
 
 def recorder_for(
-    model: Any, name: str, fit_kwargs: Mapping[str, Any], *, seed: int | None = None
+    model: Any,
+    name: str,
+    fit_kwargs: Mapping[str, Any],
+    *,
+    seed: int | None = None,
+    status: Callable[[], FitStatus] | None = None,
 ) -> RunRecorder:
-    """A recorder for one fit of ``model`` registered as ``name``, into the current ledger."""
+    """A recorder for one fit of ``model`` registered as ``name``, into the current ledger.
+
+    ``status`` reads the fit's ``FitStatus`` (see :class:`RunRecorder`).
+    """
     return RunRecorder(
         Ledger(),
         model=name,
         fingerprint=fingerprint(model),
         config=describe_fit(model, fit_kwargs, seed),
         versions=versions(),
+        status=status,
     )
 
 

@@ -73,6 +73,26 @@ def test_a_fit_is_recorded_with_what_the_issue_asks_for(book, tiny_data):
     assert "loss" in run.curves and run.curves["loss"][0][0] < run.curves["loss"][-1][0]
 
 
+def test_a_recorder_reads_the_fits_own_status_instead_of_folding_again(book, tiny_data):
+    x, y = tiny_data
+    model = _model()
+    live = LiveProgress(display="none")
+    recorder = ledger.RunRecorder(
+        book, model="reg", fingerprint=ledger.fingerprint(model),
+        config=ledger.describe_fit(model, {}, seed=None), versions=ledger.versions(),
+        status=lambda: live.status,
+    )
+    live.sinks.append(recorder)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[live])
+    assert recorder._own is None  # nothing folded twice
+    (run,) = book.runs("reg")
+    status = live.status
+    assert run.timing["compile"] == pytest.approx(status.compile_time)
+    assert run.timing["first_step"] == pytest.approx(status.first_step_time)
+    assert run.timing["steps_per_second"] == pytest.approx(1.0 / status.step_time)
+    assert run.timing["wall"] == pytest.approx(status.t_now - status.t_begin)
+
+
 def test_the_ledger_outlives_the_process_and_survives_a_kill_mid_fit(tmp_path):
     folder = tmp_path / "ledger"
     script = textwrap.dedent(
