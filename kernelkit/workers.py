@@ -46,7 +46,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 import numpy as np
@@ -778,159 +778,288 @@ def _run(
             else:
                 print(f"kernelkit: start worker {rank} on {host}: {shlex.join(remote)}", flush=True)
 
-    _wait(
+    _Supervisor(
         run,
         on_event=on_event,
         should_stop=should_stop,
         timeout=timeout,
         stall_timeout=stall_timeout,
-    )
+    ).wait()
     return _collect(run, model, workers=workers, batch_size=batch_size, dropped=dropped)
 
 
-def _wait(
-    run: _Run,
-    *,
-    on_event: Callable[[ev.Event], None] | None,
-    should_stop: Callable[[], bool] | None,
-    timeout: float | None,
-    stall_timeout: float | None,
-) -> None:
-    """Relays events and stops until every rank is done; raises on failure."""
-    start = time.monotonic()
-    last_progress = start
-    stop_sent = False
-    stop_wanted = False
-    began = ended = joined = False
-    done_at: float | None = None
-    warned = False
-    buffer = b""
-    selector = selectors.DefaultSelector()
-    assert run.listener is not None
-    selector.register(run.listener, selectors.EVENT_READ)
-    count = len(run.ranks)
+class _Supervisor:
+    """Watches one run's workers from the kernel until every rank is done.
 
-    def emit(event: ev.Event) -> None:
-        nonlocal warned
-        if on_event is None:
+    One turn of ``wait`` reads what rank 0 sent, forwards a stop request,
+    looks for a failed rank, checks whether the run is done and checks the
+    time bounds. The state those steps share lives here as attributes.
+
+    Args:
+        run: the run whose ranks were started (and whose listener is bound).
+        on_event: called with every event of rank 0, in the order sent.
+        should_stop: polled every turn; True asks every worker to stop.
+        timeout: bound on the whole run in seconds, or None.
+        stall_timeout: bound on the time without progress once every rank
+            has joined the job, or None.
+
+    """
+
+    def __init__(
+        self,
+        run: _Run,
+        *,
+        on_event: Callable[[ev.Event], None] | None,
+        should_stop: Callable[[], bool] | None,
+        timeout: float | None,
+        stall_timeout: float | None,
+    ) -> None:
+        assert run.listener is not None
+        self.run = run
+        self.on_event = on_event
+        self.should_stop = should_stop
+        self.timeout = timeout
+        self.stall_timeout = stall_timeout
+        self.start = time.monotonic()
+        self.last_progress = self.start  # when rank 0 last sent anything
+        self.joined = False  # rank 0 said every rank joined the job
+        self.began = False  # a TrainBegin was relayed
+        self.ended = False  # a TrainEnd was relayed
+        self.stop_wanted = False
+        self.stop_sent = False
+        self.done_at: float | None = None  # when every rank had written its results
+        self.warned = False  # on_event failed once (and said so)
+        self.buffer = b""  # the start of a message whose end has not arrived yet
+        # Rank 0 connects once; until then the listener is what we wait on.
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(run.listener, selectors.EVENT_READ)
+
+    @property
+    def workers(self) -> int:
+        """The number of ranks in the run."""
+        return len(self.run.ranks)
+
+    # ------------------------------------------------------------------ the loop
+
+    def wait(self) -> None:
+        """Relays events and stops until every rank is done; raises on failure.
+
+        Raises:
+            WorkerError: a rank failed (every rank was killed).
+            WorkerTimeout: a time bound passed (every rank was killed).
+            KeyboardInterrupt: a second interrupt (every rank was killed).
+
+        """
+        while True:
+            try:
+                if self.step():
+                    return
+            except KeyboardInterrupt:
+                if self.stop_wanted:  # a second interrupt: kill now
+                    self.kill_on_second_interrupt()
+                    raise
+                self.stop_on_interrupt()
+
+    def step(self) -> bool:
+        """One turn of the loop.
+
+        Returns:
+            True when the run is over and its results can be collected.
+
+        """
+        self.read_messages()
+        self.forward_stop()
+        self.check_failed()
+        if self.finished():
+            return True
+        self.check_time()
+        return False
+
+    # ------------------------------------------------------------------ rank 0's channel
+
+    def read_messages(self) -> None:
+        """Waits up to 0.1 s for rank 0, then relays every whole message it sent."""
+        # The 0.1 s is also how often should_stop and the ranks are polled.
+        for key, _ in self.selector.select(timeout=0.1):
+            if key.fileobj is self.run.listener:
+                self.accept()
+            else:
+                self.receive(key)
+
+    def accept(self) -> None:
+        """Takes rank 0's connection in place of the listener."""
+        assert self.run.listener is not None
+        conn, _ = self.run.listener.accept()
+        conn.setblocking(False)
+        self.run.conn = conn
+        self.selector.unregister(self.run.listener)
+        self.selector.register(conn, selectors.EVENT_READ)
+        if self.stop_wanted:  # asked for before rank 0 could hear it
+            self.stop_sent = _send_stop(self.run)
+
+    def receive(self, key: selectors.SelectorKey) -> None:
+        """Reads what rank 0 sent and handles each complete line of it."""
+        try:
+            chunk = self.run.conn.recv(65536) if self.run.conn is not None else b""
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            # Rank 0 closed its end: nothing more will come, and the checks on
+            # the processes and their result files tell how the run ended.
+            self.selector.unregister(key.fileobj)
+            return
+        # Messages are JSON lines, and a read can end in the middle of one.
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.handle(json.loads(line))
+
+    def handle(self, message: dict[str, Any]) -> None:
+        """Notes one message of rank 0 as progress and relays the event it holds."""
+        self.last_progress = time.monotonic()
+        self.joined = self.joined or message.get("phase") == "joined"
+        if "event" in message:
+            self.relay(ev.from_dict(message["event"]))
+
+    def relay(self, event: ev.Event) -> None:
+        """Passes one event of rank 0 on to ``on_event``, noting where the fit is."""
+        self.began = self.began or isinstance(event, ev.TrainBegin)
+        self.ended = self.ended or isinstance(event, ev.TrainEnd)
+        self.run.events_seen.append(type(event).__name__)
+        self.emit(event)
+
+    def emit(self, event: ev.Event) -> None:
+        """Calls ``on_event``; its failure is reported once and never ends the run."""
+        if self.on_event is None:
             return
         try:
-            on_event(event)
+            self.on_event(event)
         except Exception as err:
-            if not warned:
-                warned = True
+            # A broken view must not kill a fit that is still going well.
+            if not self.warned:
+                self.warned = True
                 print(f"kernelkit: on_event failed and was skipped: {err!r}", file=sys.stderr)
 
-    def fail(error: WorkerError) -> None:
-        if began and not ended:
-            emit(
+    # ------------------------------------------------------------------ stopping
+
+    def forward_stop(self) -> None:
+        """Sends rank 0 a stop once ``should_stop`` or an interrupt asked for one."""
+        if not self.stop_wanted and self.should_stop is not None and self.should_stop():
+            self.stop_wanted = True
+        # Rank 0 passes the stop on to the other ranks, so they all stop after
+        # the same step; before it connects, accept() sends it instead.
+        if self.stop_wanted and not self.stop_sent and self.run.conn is not None:
+            self.stop_sent = _send_stop(self.run)
+
+    def stop_on_interrupt(self) -> None:
+        """A first interrupt: stop every worker after the current step."""
+        self.stop_wanted = True
+        print(
+            "kernelkit: stopping every worker after the current step "
+            "(interrupt again to kill them)",
+            file=sys.stderr,
+        )
+
+    def kill_on_second_interrupt(self) -> None:
+        """A second interrupt: kill every worker now and end the fit as stopped."""
+        self.kill_all()
+        if self.began and not self.ended:
+            self.emit(ev.TrainEnd(state="stopped_by_user", reason="killed by a second interrupt"))
+
+    def kill_all(self) -> None:
+        """SIGKILLs every rank (see ``_kill``)."""
+        for entry in self.run.ranks:
+            _kill(entry)
+
+    # ------------------------------------------------------------------ how it ends
+
+    def check_failed(self) -> None:
+        """Raises for the rank that failed first, once every rank is killed.
+
+        Raises:
+            WorkerError: a rank wrote a traceback or exited without results.
+
+        """
+        failed = _failed_ranks(self.run)
+        if not failed:
+            return
+        rank = failed[0]
+        # Killed first: the other ranks would wait for it in their next
+        # collective, forever.
+        self.kill_all()
+        details = _error_text(self.run, rank)
+        self.fail(
+            WorkerError(
+                f"worker {rank} of {self.workers} failed; every worker was stopped and the "
+                f"model is unchanged.\n--- worker {rank} ---\n{details}",
+                rank=rank,
+                details=details,
+            )
+        )
+
+    def finished(self) -> bool:
+        """True once every rank wrote its results and exited (or had time to)."""
+        if not _all_done(self.run):
+            return False
+        if not any(_alive(entry) for entry in self.run.ranks):
+            return True
+        # Every result is written; a rank still alive is only shutting
+        # down. Give it a moment, then the cleanup kills it.
+        self.done_at = self.done_at or time.monotonic()
+        return time.monotonic() - self.done_at > _EXIT_GRACE
+
+    def overdue(self) -> str | None:
+        """Which time bound the run passed, in words, or None while within them."""
+        now = time.monotonic()
+        if self.timeout is not None and now - self.start > self.timeout:
+            return f"did not finish within timeout={self.timeout:g} s"
+        # The stall bound starts once every rank joined: joining (imports, the
+        # coordinator) has its own, longer bound.
+        if self.joined:
+            if self.stall_timeout is not None and now - self.last_progress > self.stall_timeout:
+                return (
+                    f"made no progress for stall_timeout={self.stall_timeout:g} s "
+                    "(a hung collective never raises)"
+                )
+        elif now - self.start > _JOIN_TIMEOUT:
+            return f"did not all join the job within {_JOIN_TIMEOUT:g} s"
+        return None
+
+    def check_time(self) -> None:
+        """Kills every rank once a time bound has passed, saying where they were.
+
+        Raises:
+            WorkerTimeout: the run passed ``timeout``, ``stall_timeout`` or
+                the bound on joining.
+
+        """
+        reason = self.overdue()
+        if reason is None:
+            return
+        # The stacks first: a hung rank says nothing once it is killed.
+        stacks = _dump_stacks(self.run)
+        self.kill_all()
+        self.fail(
+            WorkerTimeout(
+                f"the {self.workers} workers {reason}; every worker was killed and the model "
+                "is unchanged." + (f"\nWhere they were:\n{stacks}" if stacks else ""),
+                details=stacks,
+            )
+        )
+
+    def fail(self, error: WorkerError) -> NoReturn:
+        """Ends the fit as failed for ``on_event`` (if it began), then raises ``error``."""
+        # The view would otherwise show a fit still running after the cell failed.
+        if self.began and not self.ended:
+            self.emit(
                 ev.TrainEnd(
                     state="failed", reason=str(error).splitlines()[0], time=time.monotonic()
                 )
             )
         raise error
-
-    while True:
-        try:
-            for key, _ in selector.select(timeout=0.1):
-                if key.fileobj is run.listener:
-                    conn, _ = run.listener.accept()
-                    conn.setblocking(False)
-                    run.conn = conn
-                    selector.unregister(run.listener)
-                    selector.register(conn, selectors.EVENT_READ)
-                    if stop_wanted:
-                        stop_sent = _send_stop(run)
-                    continue
-                try:
-                    chunk = run.conn.recv(65536) if run.conn is not None else b""
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
-                    last_progress = time.monotonic()
-                    joined = joined or message.get("phase") == "joined"
-                    if "event" in message:
-                        event = ev.from_dict(message["event"])
-                        began = began or isinstance(event, ev.TrainBegin)
-                        ended = ended or isinstance(event, ev.TrainEnd)
-                        run.events_seen.append(type(event).__name__)
-                        emit(event)
-
-            if not stop_wanted and should_stop is not None and should_stop():
-                stop_wanted = True
-            if stop_wanted and not stop_sent and run.conn is not None:
-                stop_sent = _send_stop(run)
-
-            failed = _failed_ranks(run)
-            if failed:
-                rank = failed[0]
-                for entry in run.ranks:
-                    _kill(entry)
-                details = _error_text(run, rank)
-                fail(
-                    WorkerError(
-                        f"worker {rank} of {count} failed; every worker was stopped and the "
-                        f"model is unchanged.\n--- worker {rank} ---\n{details}",
-                        rank=rank,
-                        details=details,
-                    )
-                )
-            if _all_done(run):
-                if not any(_alive(entry) for entry in run.ranks):
-                    return
-                # Every result is written; a rank still alive is only shutting
-                # down. Give it a moment, then the cleanup kills it.
-                done_at = done_at or time.monotonic()
-                if time.monotonic() - done_at > _EXIT_GRACE:
-                    return
-
-            now = time.monotonic()
-            reason = None
-            if timeout is not None and now - start > timeout:
-                reason = f"did not finish within timeout={timeout:g} s"
-            elif joined and stall_timeout is not None and now - last_progress > stall_timeout:
-                reason = (
-                    f"made no progress for stall_timeout={stall_timeout:g} s "
-                    "(a hung collective never raises)"
-                )
-            elif not joined and now - start > _JOIN_TIMEOUT:
-                reason = f"did not all join the job within {_JOIN_TIMEOUT:g} s"
-            if reason is not None:
-                stacks = _dump_stacks(run)
-                for entry in run.ranks:
-                    _kill(entry)
-                fail(
-                    WorkerTimeout(
-                        f"the {count} workers {reason}; every worker was killed and the model "
-                        "is unchanged." + (f"\nWhere they were:\n{stacks}" if stacks else ""),
-                        details=stacks,
-                    )
-                )
-        except KeyboardInterrupt:
-            if stop_wanted:  # a second interrupt: kill now
-                for entry in run.ranks:
-                    _kill(entry)
-                if began and not ended:
-                    emit(
-                        ev.TrainEnd(state="stopped_by_user", reason="killed by a second interrupt")
-                    )
-                raise
-            stop_wanted = True
-            print(
-                "kernelkit: stopping every worker after the current step "
-                "(interrupt again to kill them)",
-                file=sys.stderr,
-            )
 
 
 def _send_stop(run: _Run) -> bool:

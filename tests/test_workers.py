@@ -7,11 +7,15 @@ no worker is left running.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import keras
@@ -19,9 +23,16 @@ import numpy as np
 import psutil
 import pytest
 
+from kernelkit import events as ev
 from kernelkit.workers import (
+    _EXIT_GRACE,
+    _JOIN_TIMEOUT,
     WorkerError,
     WorkerTimeout,
+    _cleanup,
+    _Rank,
+    _Run,
+    _Supervisor,
     fit_on_workers,
     free_port,
     shard_indices,
@@ -125,8 +136,6 @@ def test_shards_are_equal_and_replay_every_global_batch():
 
 
 def test_free_port_can_be_bound_right_away():
-    import socket
-
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("", port))  # would raise if the port were taken
@@ -194,6 +203,255 @@ def test_a_layer_defined_in_the_notebook_is_refused(tmp_path):
     with pytest.raises(ValueError, match="defined in the notebook, where workers cannot import"):
         fit_on_workers(make_model(Local()), x, y, workers=2, job_dir=tmp_path / "job")
     assert not worker_processes()
+
+
+# --------------------------------------------------------------------------- the supervisor
+# Its steps, driven one at a time, with the test playing rank 0 over a real local socket.
+# Ranks that must be killed are real processes; ranks that have ended are stand-ins.
+
+
+class Ended:
+    """A rank's process as Popen shows it once it has exited with ``code``."""
+
+    def __init__(self, code):
+        self.returncode = code
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+def running():
+    """A live process in its own group, as the supervisor starts ranks."""
+    return subprocess.Popen(["sleep", "120"], start_new_session=True)
+
+
+@pytest.fixture
+def channel(tmp_path):
+    """A run with its listener, and rank 0's end of the connection to it."""
+    run = _Run(job_dir=tmp_path, owns_dir=False)
+    run.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    run.listener.bind(("127.0.0.1", 0))
+    run.listener.listen(1)
+    run.listener.setblocking(False)
+    rank0 = socket.create_connection(run.listener.getsockname(), timeout=30)
+    yield run, rank0
+    rank0.close()
+    _cleanup(run)  # kills any rank a test left running
+    assert not any(r.process.poll() is None for r in run.ranks if r.process is not None)
+
+
+def supervisor(run, *, on_event=None, should_stop=None, timeout=None, stall_timeout=None):
+    return _Supervisor(
+        run,
+        on_event=on_event,
+        should_stop=should_stop,
+        timeout=timeout,
+        stall_timeout=stall_timeout,
+    )
+
+
+def line(**message):
+    return (json.dumps(message) + "\n").encode()
+
+
+def read_until(sup, done):
+    """Runs the read step until ``done()`` (each read waits at most 0.1 s for data)."""
+    for _ in range(300):
+        sup.read_messages()
+        if done():
+            return
+    raise AssertionError("rank 0's messages did not arrive")
+
+
+def test_the_supervisor_relays_rank0s_events_in_order_across_reads(channel):
+    run, rank0 = channel
+    seen = []
+    sup = supervisor(run, on_event=seen.append)
+    sent = [
+        ev.TrainBegin(epochs=1, steps=2, model_name="reg"),
+        ev.Step(epoch=0, step=1, logs={"loss": 0.5}),
+        ev.EpochEnd(epoch=0, logs={"loss": 0.25}, steps=2),
+        ev.TrainEnd(state="finished"),
+    ]
+    rank0.sendall(line(phase="starting", pid=1) + line(phase="joined", devices=2))
+    read_until(sup, lambda: sup.joined)
+    assert run.conn is not None and not seen  # heartbeats and phases are progress, not events
+    step = line(event=ev.to_dict(sent[1]))
+    rank0.sendall(line(event=ev.to_dict(sent[0])) + step[:10])
+    read_until(sup, lambda: seen and sup.buffer)  # a read that ends inside a message
+    rank0.sendall(step[10:] + b"\n" + b"".join(line(event=ev.to_dict(e)) for e in sent[2:]))
+    read_until(sup, lambda: len(seen) == 4)
+    assert seen == sent
+    assert run.events_seen == ["TrainBegin", "Step", "EpochEnd", "TrainEnd"]
+    assert sup.began and sup.ended and sup.buffer == b""
+
+
+def test_a_failing_on_event_is_reported_once_and_the_fit_goes_on(channel, capsys):
+    run, _ = channel
+
+    def broken(event):
+        raise ValueError("no view")
+
+    sup = supervisor(run, on_event=broken)
+    sup.relay(ev.TrainBegin(epochs=1))
+    sup.relay(ev.EpochBegin(epoch=0))
+    assert capsys.readouterr().err == (
+        "kernelkit: on_event failed and was skipped: ValueError('no view')\n"
+    )
+    assert run.events_seen == ["TrainBegin", "EpochBegin"]
+
+
+@pytest.mark.parametrize("asked", ["before rank 0 connects", "while it trains"])
+def test_a_stop_reaches_rank0_once(channel, asked):
+    run, rank0 = channel
+    wanted = [asked == "before rank 0 connects"]
+    sup = supervisor(run, should_stop=lambda: wanted[0])
+    sup.forward_stop()
+    read_until(sup, lambda: run.conn is not None)  # accepts rank 0 (and sends a stop it owes)
+    wanted[0] = True
+    sup.forward_stop()
+    sup.forward_stop()
+    assert sup.stop_sent
+    rank0.settimeout(10)
+    assert rank0.recv(100) == b"stop\n"
+    rank0.setblocking(False)  # sendall has returned, so a second stop would be here already
+    with pytest.raises(BlockingIOError):
+        rank0.recv(100)
+
+
+@pytest.mark.parametrize(
+    ("code", "error_file", "details"),
+    [
+        (1, "Traceback (most recent call last):\nValueError: boom\n", None),
+        (-9, None, "the worker ended without a traceback (killed by signal 9); its last output:\n"),
+    ],
+    ids=["with a traceback", "killed"],
+)
+def test_a_failed_rank_is_named_every_rank_is_killed_and_the_fit_ends_failed(
+    channel, code, error_file, details
+):
+    run, _ = channel
+    run.ranks = [
+        _Rank(0, "127.0.0.1", process=running()),
+        _Rank(1, "127.0.0.1", process=Ended(code), log=run.job_dir / "rank1.log"),
+    ]
+    (run.job_dir / "rank1.log").write_text("last words\n")
+    if error_file:
+        (run.job_dir / "error_rank1.txt").write_text(error_file)
+    seen = []
+    sup = supervisor(run, on_event=seen.append)
+    sup.relay(ev.TrainBegin(epochs=1))
+    with pytest.raises(WorkerError) as info:
+        sup.check_failed()
+    expected = error_file.rstrip() if error_file else details + "last words"
+    assert str(info.value) == (
+        "worker 1 of 2 failed; every worker was stopped and the model is unchanged.\n"
+        f"--- worker 1 ---\n{expected}"
+    )
+    assert info.value.rank == 1 and info.value.details == expected
+    assert run.ranks[0].process.poll() is not None  # the healthy rank was killed too
+    end = seen[-1]
+    assert isinstance(end, ev.TrainEnd) and end.state == "failed"
+    assert end.reason == str(info.value).splitlines()[0]
+
+
+def test_the_run_is_over_once_every_rank_wrote_its_results(channel):
+    run, _ = channel
+    run.ranks = [_Rank(0, "127.0.0.1", process=Ended(0)), _Rank(1, "127.0.0.1", process=running())]
+    sup = supervisor(run)
+    assert not sup.finished()
+    for rank in (0, 1):
+        (run.job_dir / f"done_rank{rank}.json").write_text("{}")
+    run.ranks[1].process.kill()
+    run.ranks[1].process.wait()
+    assert sup.finished()
+    # A rank still alive after writing its results only shuts down: it gets _EXIT_GRACE.
+    run.ranks[1].process = running()
+    assert not sup.finished() and sup.done_at is not None
+    sup.done_at -= _EXIT_GRACE + 1
+    assert sup.finished()
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ({"timeout": 5, "start": -6}, "did not finish within timeout=5 s"),
+        (
+            {"stall_timeout": 8, "joined": True, "last_progress": -9},
+            "made no progress for stall_timeout=8 s (a hung collective never raises)",
+        ),
+        ({"start": -_JOIN_TIMEOUT - 1}, "did not all join the job within 600 s"),
+        ({"stall_timeout": 8, "last_progress": -9}, None),  # the stall bound starts once joined
+    ],
+    ids=["timeout", "stall_timeout", "joining", "no stall before joining"],
+)
+def test_each_time_bound_kills_every_rank_and_says_which_it_was(channel, state, reason):
+    run, _ = channel
+    run.ranks = [_Rank(0, "127.0.0.1", process=running())]  # no log: no stacks to ask for
+    seen = []
+    sup = supervisor(
+        run,
+        on_event=seen.append,
+        timeout=state.get("timeout"),
+        stall_timeout=state.get("stall_timeout"),
+    )
+    sup.relay(ev.TrainBegin(epochs=1))
+    # The clock readings moved back instead of waiting for them to pass.
+    sup.start += state.get("start", 0)
+    sup.last_progress += state.get("last_progress", 0)
+    sup.joined = state.get("joined", False)
+    if reason is None:
+        sup.check_time()
+        assert run.ranks[0].process.poll() is None and len(seen) == 1
+        return
+    with pytest.raises(WorkerTimeout) as info:
+        sup.check_time()
+    assert str(info.value) == (
+        f"the 1 workers {reason}; every worker was killed and the model is unchanged."
+    )
+    assert run.ranks[0].process.poll() is not None
+    assert seen[-1].state == "failed" and seen[-1].reason == str(info.value)
+
+
+def test_a_first_interrupt_stops_the_workers_and_a_second_kills_them(channel, capsys):
+    run, rank0 = channel
+    run.ranks = [_Rank(0, "127.0.0.1", process=running())]
+    heard = []
+
+    def rank_0():
+        # Rank 0 begins, hears the stop, and sends the step it was in.
+        rank0.sendall(line(event=ev.to_dict(ev.TrainBegin(epochs=1))))
+        heard.append(rank0.recv(100))
+        rank0.sendall(line(event=ev.to_dict(ev.Step(epoch=0, step=1))))
+
+    def should_stop():
+        raise KeyboardInterrupt  # the first Ctrl-C lands while the loop polls
+
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if isinstance(event, ev.Step):
+            raise KeyboardInterrupt  # the second Ctrl-C
+
+    thread = threading.Thread(target=rank_0)
+    thread.start()
+    # timeout: a backstop, so a broken loop fails the test instead of hanging it.
+    sup = supervisor(run, on_event=on_event, should_stop=should_stop, timeout=60)
+    with pytest.raises(KeyboardInterrupt):
+        sup.wait()
+    thread.join(timeout=30)
+    assert heard == [b"stop\n"]
+    assert [type(e).__name__ for e in seen] == ["TrainBegin", "Step", "TrainEnd"]
+    assert seen[-1].state == "stopped_by_user"
+    assert seen[-1].reason == "killed by a second interrupt"
+    assert run.ranks[0].process.poll() is not None
+    assert capsys.readouterr().err == (
+        "kernelkit: stopping every worker after the current step (interrupt again to kill them)\n"
+    )
 
 
 # --------------------------------------------------------------------------- real runs
@@ -306,7 +564,10 @@ def test_a_worker_that_raises_shows_its_traceback_and_stops_the_others(tmp_path,
     # In a notebook, IPython shows only this block, not kernelkit's waiting loop.
     shown = "\n".join(info.value._render_traceback_())
     assert shown.startswith("WorkerError: worker 1 of 2 failed") and "boom from rank 1" in shown
-    assert "_wait" not in shown
+    # The Python traceback does pass through the kernel's supervisor; IPython's does not.
+    frames = traceback.extract_tb(info.value.__traceback__)
+    assert any(frame.filename.endswith(os.path.join("kernelkit", "workers.py")) for frame in frames)
+    assert os.path.join("kernelkit", "workers.py") not in shown
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     assert not worker_processes()
 
