@@ -311,7 +311,11 @@ def run(job_dir: Path, rank: int) -> None:
 
     if rank == 0:
         progress = _progress_callback(channel, job, strategy, len(devices))
-        callbacks = [progress, _stop_callback(channel, lambda: progress.request_stop("user"))]
+        # The kernel's Stop, relayed here, is the same intent every other stop is.
+        from .intents import StopTraining
+
+        stop = StopTraining("user")
+        callbacks = [progress, _stop_callback(channel, lambda: progress.submit(stop))]
     else:
         callbacks = [_stop_callback(channel, lambda: None)]
 
