@@ -172,7 +172,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     ipython.register_magics(KernelkitMagics)
     with contextlib.suppress(Exception):
-        from .views import labcomm
+        from .transport import labcomm
 
         labcomm.start(ipython)
         labcomm.on_stop(_stop_from_lab)
@@ -192,7 +192,7 @@ class _LabSink:
 
     def __call__(self, event: Any) -> None:
         from . import events
-        from .views import labcomm
+        from .transport import labcomm
 
         if not self.device_sent and isinstance(event, events.TrainBegin):
             self.device_sent = True
@@ -210,6 +210,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     """Hides the JupyterLab status item; IPython forgets the magics itself."""
     display.remove_fit_sink(_LAB_SINK)
     with contextlib.suppress(Exception):
-        from .views import labcomm
+        from .transport import labcomm
 
         labcomm.close()

@@ -33,11 +33,13 @@ STATE_TEXT = {
     "stopped_by_callback": "stopped by a callback",
     "failed": "failed",
 }
+
+
 def format_duration(seconds: float | None) -> str:
     """0:07, 1:02:03; '?' when unknown."""
     if seconds is None or seconds != seconds or seconds < 0 or seconds == float("inf"):
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -101,6 +103,8 @@ class FitStatus:
         self.state = "running"
         self.reason = ""
         self.last_epoch_logs: dict[str, float] = {}
+        # True from an EpochEnd until the next step: the epoch's final logs are the newest.
+        self.at_epoch_end = False
         self.epochs_done = 0
         self.epochs_cut = 0  # epochs a stop ended before their last step (counted in epochs_done)
         # The model's previous run from the ledger (a ``kernelkit.ledger.Run``), drawn
@@ -142,10 +146,15 @@ class FitStatus:
         elif isinstance(event, ev.EpochBegin):
             self.epoch = event.epoch
             self.step = 0
+            self.at_epoch_end = False
             self.t_epoch = event.time
             self.t_train_end = None
         elif isinstance(event, ev.Step):
+            # The step says its epoch: a reader that joins mid-fit (a worker's replay,
+            # the JupyterLab link) may not have seen the EpochBegin.
+            self.epoch = event.epoch
             self.step = event.step
+            self.at_epoch_end = False
             if event.logs:
                 self.logs = dict(event.logs)
             if self.t_first_step is None and event.step > 0:
@@ -156,7 +165,9 @@ class FitStatus:
                 if start is not None:
                     self.first_step_time = max(event.time - start, 0.0)
         elif isinstance(event, ev.EpochEnd):
+            self.epoch = event.epoch
             self.last_epoch_logs = dict(event.logs)
+            self.at_epoch_end = True
             self.epochs_done += 1
             if self.steps and event.steps is not None and event.steps < self.steps:
                 self.epochs_cut += 1  # Keras ends an epoch that a stop cut short too
@@ -172,6 +183,13 @@ class FitStatus:
         elif isinstance(event, ev.TrainEnd):
             self.state = event.state
             self.reason = event.reason
+            # Where the callback stopped counting: exact even when the last Step event
+            # was skipped by its refresh throttle (an interrupt mid-epoch sends no final
+            # Step, as Keras then calls no on_epoch_end).
+            if event.epoch is not None:
+                self.epoch = event.epoch
+            if event.step is not None:
+                self.step = event.step
 
     def _measured_from(self) -> tuple[float, int] | None:
         """(time, steps done) the current epoch's rate counts from: past the compile."""
@@ -313,6 +331,28 @@ class FitStatus:
         if rate is None or self.steps is None:
             return None
         return max(self.steps - self.step, 0) / rate
+
+    @property
+    def latest_logs(self) -> dict[str, float]:
+        """The newest logs: the last step's, under the epoch's final ones from its end on.
+
+        From an ``EpochEnd`` until the next step, the epoch's logs (``val_*``
+        included) win over the running averages of its last step.
+
+        Example:
+            >>> from kernelkit import events as ev
+            >>> status = FitStatus()
+            >>> status.apply(ev.Step(epoch=0, step=10, logs={"loss": 0.5}))
+            >>> status.apply(ev.EpochEnd(epoch=0, logs={"loss": 0.4, "val_loss": 0.6}))
+            >>> status.latest_logs
+            {'loss': 0.4, 'val_loss': 0.6}
+            >>> status.apply(ev.Step(epoch=1, step=1, logs={"loss": 0.3}))
+            >>> status.latest_logs
+            {'loss': 0.3}
+        """
+        if self.at_epoch_end:
+            return {**self.logs, **self.last_epoch_logs}
+        return dict(self.logs)
 
     @property
     def fraction(self) -> float | None:

@@ -20,7 +20,7 @@ PURE = [
     "kernelkit.devices",
     "kernelkit.ledger",
     "kernelkit.freezing",
-    "kernelkit.views.labcomm",
+    "kernelkit.transport.labcomm",
     "kernelkit.views._svg",
 ]
 

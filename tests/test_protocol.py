@@ -1,7 +1,9 @@
-"""kernelkit protocol v1, kernel side (kernelkit/views/labcomm.py).
+"""kernelkit protocol v1, kernel side (kernelkit/transport/labcomm.py).
 
 The examples in labextension/src/__tests__/protocol-examples.json are shared
 with the TypeScript tests, so both sides are pinned to the same messages.
+Each test drives its own ``LabLink`` from lists of events and reads what a
+fake frontend comm received; the status it shows is a ``FitStatus``'s.
 The last tests run a real kernel: hello on %load_ext, a frontend opening a
 comm later, and a stop request handled while a cell is busy.
 """
@@ -20,7 +22,8 @@ from typing import Any
 import pytest
 
 from kernelkit import events
-from kernelkit.views import labcomm
+from kernelkit.status import FitStatus
+from kernelkit.transport import labcomm
 
 EXAMPLES = json.loads(
     (
@@ -84,30 +87,34 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    labcomm._reset_for_tests()
-    monkeypatch.setattr(labcomm, "_clock", clock)
-    # No real subshell outside a kernel; keep _subshell's own state untouched.
-    monkeypatch.setattr(labcomm._subshell, "subshell_id", lambda timeout=5.0: None)
-    monkeypatch.setattr(labcomm._subshell, "route_to_subshell", lambda comm: False)
-    yield clock
-    labcomm._reset_for_tests()
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
-def frontend(clock: Clock) -> FakeComm:
-    """A frontend that opened a comm to the kernel's "kernelkit" target."""
+def link(clock: Clock) -> labcomm.LabLink:
+    """A link of its own, on a fake clock; no real subshell outside a kernel."""
+    return labcomm.LabLink(clock=clock, route=lambda comm: False, probe=lambda: None)
+
+
+def _open(link: labcomm.LabLink, comm: FakeComm) -> None:
+    """Plays a frontend that opens a comm to the kernel's "kernelkit" target."""
+    link._on_frontend_open(comm, {"content": {"data": {"type": "hello", "protocol": 1}}})
+
+
+@pytest.fixture
+def frontend(link: labcomm.LabLink) -> FakeComm:
+    """A frontend that opened a comm to ``link``."""
     comm = FakeComm()
-    labcomm._on_frontend_open(comm, {"content": {"data": {"type": "hello", "protocol": 1}}})
+    _open(link, comm)
     comm.sent.clear()
     return comm
 
 
-def _replay(raw_events: list[dict[str, Any]], clock: Clock) -> None:
+def _replay(link: labcomm.LabLink, raw_events: list[dict[str, Any]], clock: Clock) -> None:
     for raw in raw_events:
         clock.now += 1.0  # nothing is throttled
-        labcomm.publish(events.from_dict(raw))
+        link.publish(events.from_dict(raw))
 
 
 # ---------------------------------------------------------------- shared examples
@@ -133,19 +140,19 @@ def test_invalid_frontend_messages_are_rejected(example):
 
 
 @pytest.mark.parametrize("example", EXAMPLES["from_events"], ids=lambda e: e["name"])
-def test_events_become_the_documented_status(example, frontend, clock):
-    _replay(example["events"], clock)
+def test_events_become_the_documented_status(example, link, frontend, clock):
+    _replay(link, example["events"], clock)
     assert frontend.sent[-1] == example["message"]
 
 
-def test_hello_has_the_documented_fields(clock):
+def test_hello_has_the_documented_fields(link):
     documented = next(
         e["message"]
         for e in EXAMPLES["kernel_to_frontend"]["valid"]
         if e["name"].startswith("hello")
     )
-    labcomm.set_device("CPU")
-    hello = labcomm.hello_message()
+    link.set_device("CPU")
+    hello = link.hello_message()
     assert set(hello) == set(documented)
     assert hello["protocol"] == 1
     assert hello["device"] == "CPU"
@@ -156,17 +163,30 @@ def test_hello_has_the_documented_fields(clock):
 # ---------------------------------------------------------------- no frontend
 
 
-def test_everything_is_a_no_op_without_a_kernel(clock):
-    assert labcomm.start(None) is False
-    assert labcomm.start(object()) is False  # terminal IPython: no .kernel
+def test_everything_is_a_no_op_without_a_kernel(link):
+    assert link.start(None) is False
+    assert link.start(object()) is False  # terminal IPython: no .kernel
+    link.set_device("CPU")
+    link.publish(events.TrainBegin(epochs=2, steps=10))
+    link.publish(events.Step(epoch=0, step=1, logs={"loss": 1.0}))
+    link.close()
+    assert link.connected() is False
+
+
+def test_the_module_functions_act_on_the_kernels_one_link(link, monkeypatch):
+    assert isinstance(labcomm.link(), labcomm.LabLink)
+    monkeypatch.setattr(labcomm, "_LINK", link)
+    comm = FakeComm()
+    _open(link, comm)
     labcomm.set_device("CPU")
-    labcomm.publish(events.TrainBegin(epochs=2, steps=10))
-    labcomm.publish(events.Step(epoch=0, step=1, logs={"loss": 1.0}))
-    labcomm.close()
-    assert labcomm.connected() is False
+    labcomm.publish(events.TrainBegin(epochs=1, steps=5, model_name="mlp"))
+    assert labcomm.link() is link and labcomm.connected()
+    assert labcomm.hello_message()["device"] == "CPU"
+    assert [m["type"] for m in comm.sent] == ["hello", "device", "status"]
+    assert link.status is not None and link.status.name == "mlp"
 
 
-def test_start_registers_the_target_and_says_hello(clock, monkeypatch):
+def test_start_registers_the_target_and_says_hello(link, monkeypatch):
     import comm as comm_module
 
     opened: list[FakeComm] = []
@@ -178,98 +198,203 @@ def test_start_registers_the_target_and_says_hello(clock, monkeypatch):
 
     monkeypatch.setattr(comm_module, "create_comm", create_comm)
     shell = FakeShell()
-    assert labcomm.start(shell) is True
+    assert link.start(shell) is True
     manager = shell.kernel.comm_manager
-    assert manager.targets["kernelkit"] is labcomm._on_frontend_open
+    assert manager.targets["kernelkit"] == link._on_frontend_open
     assert opened[0].opened_with["type"] == "hello"
     assert opened[0].opened_with["stop"] == "interrupt"  # no subshell here
 
     # %reload_ext: no second comm, the hello goes again on the open one.
-    assert labcomm.start(shell) is True
+    assert link.start(shell) is True
     assert len(opened) == 1
     assert opened[0].sent[-1]["type"] == "hello"
 
-    monkeypatch.setattr(comm_module, "get_comm_manager", lambda: manager)
-    labcomm.close()
+    link.close()
     assert opened[0].closed
     assert "kernelkit" not in manager.targets
 
 
-def test_start_never_raises(clock, monkeypatch):
+def test_start_never_raises(link, monkeypatch):
     import comm as comm_module
 
     def broken(**_kwargs: Any) -> Any:
         raise RuntimeError("no iopub")
 
     monkeypatch.setattr(comm_module, "create_comm", broken)
-    assert labcomm.start(FakeShell()) is False
+    assert link.start(FakeShell()) is False
 
 
 # ---------------------------------------------------------------- status and throttle
 
 
-def test_status_is_throttled_but_begin_and_end_always_go(frontend, clock):
-    labcomm.publish(events.TrainBegin(epochs=3, steps=100, model_name="mlp"))
+def test_status_is_throttled_but_begin_and_end_always_go(link, frontend, clock):
+    link.publish(events.TrainBegin(epochs=3, steps=100, model_name="mlp"))
     assert [m["running"] for m in frontend.sent] == [True]
     for step in range(1, 50):  # all within the same instant
-        labcomm.publish(events.Step(epoch=0, step=step, logs={"loss": 1.0 / step}))
+        link.publish(events.Step(epoch=0, step=step, logs={"loss": 1.0 / step}))
     assert len(frontend.sent) == 1
     clock.now += labcomm.STATUS_INTERVAL
-    labcomm.publish(events.Step(epoch=0, step=50, logs={"loss": 0.02}))
+    link.publish(events.Step(epoch=0, step=50, logs={"loss": 0.02}))
     assert len(frontend.sent) == 2
     assert frontend.sent[-1]["step"] == 50
     assert frontend.sent[-1]["logs"] == {"loss": 0.02}
-    labcomm.publish(events.TrainEnd(state="finished", reason="finished 1 epoch", epoch=0, step=50))
+    link.publish(events.TrainEnd(state="finished", reason="finished 1 epoch", epoch=0, step=50))
     assert len(frontend.sent) == 3
     assert frontend.sent[-1]["end"] == {"state": "finished", "reason": "finished 1 epoch"}
     assert frontend.sent[-1]["running"] is False
 
 
-def test_at_most_two_messages_per_second(frontend, clock):
-    labcomm.publish(events.TrainBegin(epochs=1, steps=10_000))
+def test_at_most_two_messages_per_second(link, frontend, clock):
+    link.publish(events.TrainBegin(epochs=1, steps=10_000))
     for step in range(1, 10_001):  # 10 s of 1 ms steps
         clock.now += 0.001
-        labcomm.publish(events.Step(epoch=0, step=step, logs={"loss": 0.5}))
+        link.publish(events.Step(epoch=0, step=step, logs={"loss": 0.5}))
     status = [m for m in frontend.sent if m["running"]]
     assert 19 <= len(status) <= 21  # begin + one every 0.5 s
 
 
-def test_non_finite_logs_are_named_and_non_scalars_dropped(frontend, clock):
-    labcomm.publish(events.TrainBegin(epochs=1, steps=10))
+def test_non_finite_logs_are_named_and_non_scalars_dropped(link, frontend, clock):
+    link.publish(events.TrainBegin(epochs=1, steps=10))
     clock.now += 1
-    labcomm.publish(
+    link.publish(
         events.Step(epoch=0, step=1, logs={"loss": math.nan, "mae": -math.inf, "note": "x"})
     )
     assert frontend.sent[-1]["logs"] == {"loss": "nan", "mae": "-inf"}
 
 
-def test_publish_never_raises_into_training(clock):
+def test_publish_never_raises_into_training(link, clock):
     broken = FakeComm(fail=True)
-    labcomm._adopt(broken)
-    labcomm.publish(events.TrainBegin(epochs=1, steps=10))
-    labcomm.set_device("GPU: test")
-    labcomm.publish(object())  # not an event at all
+    link._adopt(broken)
+    link.publish(events.TrainBegin(epochs=1, steps=10))
+    link.set_device("GPU: test")
+    link.publish(object())  # not an event at all
 
 
-def test_a_late_frontend_gets_the_running_fit(clock):
-    labcomm.publish(events.TrainBegin(epochs=5, steps=10, model_name="late"))
+def test_a_late_frontend_gets_the_running_fit(link, clock):
+    link.publish(events.TrainBegin(epochs=5, steps=10, model_name="late"))
     comm = FakeComm()
-    labcomm._on_frontend_open(comm, {"content": {"data": {"type": "hello", "protocol": 1}}})
+    _open(link, comm)
     assert [m["type"] for m in comm.sent] == ["hello", "status"]
     assert comm.sent[1]["model"] == "late"
 
 
-def test_device_goes_to_every_comm(frontend, clock):
-    labcomm.set_device("TPU (8 cores)")
+def test_device_goes_to_every_comm(link, frontend, clock):
+    link.set_device("TPU (8 cores)")
     assert frontend.sent[-1] == {"type": "device", "device": "TPU (8 cores)"}
+
+
+# ---------------------------------------------------------------- read from FitStatus
+
+#: A fit as the callback reports it, with times: the first step compiles (2 s), epoch 0
+#: is validated, the user stops in epoch 1 (TrainEnd's step is past the last Step event).
+TIMED_FIT = [
+    events.TrainBegin(epochs=3, steps=10, batch_size=4, model_name="mlp", time=0.0),
+    events.EpochBegin(epoch=0, time=0.0),
+    events.Step(epoch=0, step=1, logs={"loss": 1.0}, time=2.0),
+    events.Step(epoch=0, step=6, logs={"loss": 0.6}, time=2.5),
+    events.Step(epoch=0, step=10, logs={"loss": 0.4}, time=2.9),
+    events.EpochEnd(
+        epoch=0, logs={"loss": 0.4, "val_loss": 0.5}, steps=10, time=3.4, validation_time=0.5
+    ),
+    events.EpochBegin(epoch=1, time=3.4),
+    events.Step(epoch=1, step=4, logs={"loss": 0.3}, time=3.8),
+    events.TrainEnd(
+        state="stopped_by_user", reason="stopped by user at epoch 2, step 5 of 10",
+        epoch=1, step=5, time=3.95,
+    ),
+]  # fmt: skip
+
+
+def test_the_lab_status_is_read_from_fit_status(link, frontend, clock):
+    """Every message is the projection of a FitStatus folded from the same events."""
+    reference = FitStatus()
+    for event in TIMED_FIT:
+        clock.now += 1.0  # nothing is throttled
+        reference.apply(event)
+        link.publish(event)
+        assert link.status is not None
+        # The link's status is a FitStatus of its own, equal in what the readers show.
+        assert (link.status.rate, link.status.eta, link.status.step_text()) == (
+            reference.rate,
+            reference.eta,
+            reference.step_text(),
+        )
+        assert frontend.sent[-1] == labcomm.status_message(reference)
+    assert link.status.state == reference.state == "stopped_by_user"
+    assert link.status.summary() == reference.summary()
+    assert link.status.compile_time == reference.compile_time
+    last = frontend.sent[-1]
+    assert last["end"] == {"state": reference.state, "reason": reference.reason}
+    assert (last["epoch"], last["step"], last["steps"]) == (1, 5, 10)  # TrainEnd's position
+    assert last["logs"] == {"loss": 0.3}
+
+
+def test_the_epochs_final_logs_show_until_the_next_step(link, frontend, clock):
+    _replay(link, [events.to_dict(e) for e in TIMED_FIT[:6]], clock)
+    assert frontend.sent[-1]["logs"] == {"loss": 0.4, "val_loss": 0.5}
+    assert frontend.sent[-1]["step"] == 10
+    assert link.status is not None and link.status.latest_logs == {"loss": 0.4, "val_loss": 0.5}
+
+
+def test_each_fit_gets_a_fresh_status_and_stragglers_are_ignored(link, frontend, clock):
+    _replay(link, [events.to_dict(e) for e in TIMED_FIT], clock)
+    first = link.status
+    clock.now += 1.0
+    link.publish(events.Step(epoch=1, step=9, logs={"loss": 0.1}))  # after the end
+    assert len(frontend.sent) == len(TIMED_FIT)
+    link.publish(events.TrainBegin(epochs=2, steps=5, model_name="again"))
+    assert link.status is not first
+    assert frontend.sent[-1]["running"] is True
+    assert frontend.sent[-1]["model"] == "again" and frontend.sent[-1]["logs"] == {}
+
+
+def test_events_before_any_begin_show_nothing(link, frontend, clock):
+    link.publish(events.Step(epoch=0, step=3, logs={"loss": 1.0}))
+    link.publish(events.TrainEnd(state="finished"))
+    assert frontend.sent == []
+    assert link.status is None
+
+
+def test_the_callbacks_status_and_the_lab_status_agree(link, frontend, clock, tiny_model):
+    """A LiveProgress drives the link as %load_ext connects it: the same figures."""
+    from kernelkit.callback import LiveProgress
+
+    cb = LiveProgress(display="none", sink=link.publish, clock=clock, refresh=0.25)
+    cb.set_model(tiny_model)
+    cb.set_params({"epochs": 3, "steps": 10, "verbose": 0})
+    cb.on_train_begin()
+    for epoch in range(3):
+        cb.on_epoch_begin(epoch)
+        for batch in range(10):
+            clock.now += 0.1
+            cb.on_train_batch_end(batch, {"loss": 1.0 / (batch + 1)})
+            if (epoch, batch) == (1, 3):
+                cb.request_stop("user")
+            if tiny_model.stop_training:
+                break
+        cb.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.6})
+        if tiny_model.stop_training:
+            break
+    cb.on_train_end()
+    status = link.status
+    assert status is not None
+    assert (status.state, status.reason) == (cb.status.state, cb.status.reason)
+    assert (status.rate, status.step_time, status.eta) == (
+        cb.status.rate,
+        cb.status.step_time,
+        cb.status.eta,
+    )
+    assert status.summary() == cb.status.summary()
+    assert frontend.sent[-1] == labcomm.status_message(cb.status)
+    assert frontend.sent[-1]["end"]["state"] == "stopped_by_user"
 
 
 # ---------------------------------------------------------------- stop
 
 
-def test_stop_calls_the_handler_and_acknowledges(frontend):
+def test_stop_calls_the_handler_and_acknowledges(link, frontend):
     calls: list[str] = []
-    remove = labcomm.on_stop(lambda: calls.append("stop"))
+    remove = link.on_stop(lambda: calls.append("stop"))
     frontend.receive({"type": "stop"})
     assert calls == ["stop"]
     assert frontend.sent[-1] == {"type": "stop_ack", "accepted": True}
@@ -279,18 +404,18 @@ def test_stop_calls_the_handler_and_acknowledges(frontend):
     assert frontend.sent[-1] == {"type": "stop_ack", "accepted": False}
 
 
-def test_stop_with_nothing_running_is_not_accepted(frontend):
-    labcomm.on_stop(lambda: False)
+def test_stop_with_nothing_running_is_not_accepted(link, frontend):
+    link.on_stop(lambda: False)
     frontend.receive({"type": "stop"})
     assert frontend.sent[-1] == {"type": "stop_ack", "accepted": False}
 
 
-def test_a_failing_stop_handler_is_logged_not_raised(frontend, caplog):
+def test_a_failing_stop_handler_is_logged_not_raised(link, frontend, caplog):
     def broken() -> None:
         raise RuntimeError("boom")
 
-    labcomm.on_stop(broken)
-    with caplog.at_level(logging.WARNING, logger="kernelkit.views.labcomm"):
+    link.on_stop(broken)
+    with caplog.at_level(logging.WARNING, logger="kernelkit.transport.labcomm"):
         frontend.receive({"type": "stop"})
     assert frontend.sent[-1] == {"type": "stop_ack", "accepted": False}
     assert "stop handler failed" in caplog.text
@@ -299,20 +424,20 @@ def test_a_failing_stop_handler_is_logged_not_raised(frontend, caplog):
 @pytest.mark.parametrize(
     "example", EXAMPLES["frontend_to_kernel"]["invalid"], ids=lambda e: e["name"]
 )
-def test_malformed_messages_are_ignored_and_logged(example, frontend, caplog):
+def test_malformed_messages_are_ignored_and_logged(link, example, frontend, caplog):
     calls: list[int] = []
-    labcomm.on_stop(lambda: calls.append(1))
-    with caplog.at_level(logging.WARNING, logger="kernelkit.views.labcomm"):
+    link.on_stop(lambda: calls.append(1))
+    with caplog.at_level(logging.WARNING, logger="kernelkit.transport.labcomm"):
         frontend.receive(example["message"])
     assert calls == []
     assert frontend.sent == []
     assert "ignored a malformed frontend message" in caplog.text
 
 
-def test_closed_comms_are_forgotten(frontend):
-    assert labcomm.connected()
+def test_closed_comms_are_forgotten(link, frontend):
+    assert link.connected()
     frontend.close_callback({"content": {}})
-    assert not labcomm.connected()
+    assert not link.connected()
 
 
 # ---------------------------------------------------------------- a real kernel
@@ -357,7 +482,7 @@ def test_real_kernel_hello_late_frontend_and_stop_while_busy(kernel):
 
     reply, messages = kernel.execute(
         "import threading\n"
-        "import kernelkit.views.labcomm as labcomm\n"
+        "import kernelkit.transport.labcomm as labcomm\n"
         "stop_requested = threading.Event()\n"
         "labcomm.on_stop(lambda: stop_requested.set())\n"
         "labcomm.start(get_ipython())"

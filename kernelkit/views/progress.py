@@ -12,6 +12,7 @@ The same bundle carries a plotly figure of the curves (plain JSON, see
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import html
 import math
@@ -599,7 +600,7 @@ class ProgressView:
             return
         import ipywidgets as w
 
-        from ._subshell import route_widget
+        from ..transport.subshell import route_widget
 
         # Few widgets on purpose: each one costs comm messages to open and close
         # and time to build. One HTML body carries the bar, the curves and the
@@ -866,10 +867,8 @@ def _finish_on_cell_error(view: ProgressView, callback: Any) -> None:
         return
 
     def _check(result: Any) -> None:
-        try:
+        with contextlib.suppress(ValueError):  # already unregistered
             shell.events.unregister("post_run_cell", _check)
-        except ValueError:
-            pass
         if not view._closed:
             error = getattr(result, "error_in_exec", None)
             callback.fail(error if error is not None else "the cell ended before the fit did")

@@ -142,7 +142,7 @@ class StatesPanel(StaticFallback, w.VBox):
         ]
         if not self._standalone:
             # With a session, clicks during a fit reach submit (which queues them).
-            from ._subshell import route_widget
+            from ..transport.subshell import route_widget
 
             for widget in (
                 *self.reset_buttons.values(),

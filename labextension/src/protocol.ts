@@ -254,7 +254,7 @@ export function parseKernelMessage(data: unknown): Parsed<KernelMessage> {
 
 /**
  * Parses a message the frontend sends; the kernel applies the same rules
- * (kernelkit/views/labcomm.py). Used by the tests that pin both sides to
+ * (kernelkit/transport/labcomm.py). Used by the tests that pin both sides to
  * the shared examples.
  */
 export function parseFrontendMessage(data: unknown): Parsed<FrontendMessage> {

@@ -32,7 +32,7 @@ def test_status_item_appears_after_load_ext(lab, page):
     assert "kernelkit" in (lab.status_item.get_attribute("title") or "")
 
     # The device message reaches the item (the session sends the detected one).
-    lab.run_cell(2, "from kernelkit.views import labcomm\nlabcomm.set_device('GPU: test')")
+    lab.run_cell(2, "from kernelkit.transport import labcomm\nlabcomm.set_device('GPU: test')")
     expect(lab.status_item).to_have_text("kernelkit · GPU: test · idle")
 
     ours = [line for line in page.kk_console if "kernelkit" in line.lower()]
