@@ -16,6 +16,7 @@ import time
 
 import keras
 import numpy as np
+from keras.src.utils.python_utils import is_default  # how Keras itself tells hooks apart
 
 import kernelkit
 from kernelkit.callback import LiveProgress
@@ -25,8 +26,6 @@ SAMPLES, FEATURES, CLASSES, BATCH, EPOCHS = 20_000, 64, 10, 32, 3
 _rng = np.random.default_rng(0)
 x = _rng.random((SAMPLES, FEATURES), dtype="float32")
 y = (x[:, :CLASSES].argmax(axis=1)).astype("int32")
-
-from keras.src.utils.python_utils import is_default  # how Keras itself tells hooks apart
 
 HOOKS = (
     "on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
@@ -160,7 +159,7 @@ class HFNotebookBar(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append([epoch + 1] + [f"{v:.6f}" for v in (logs or {}).values()])
-        self.head = ["Epoch"] + list((logs or {}).keys())
+        self.head = ["Epoch", *(logs or {}).keys()]
         self._show(self.last or 0, f"Epoch {epoch + 1}")
 
     def _show(self, value, label):

@@ -28,6 +28,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -153,10 +154,11 @@ def applications(names: list[str], repeats: int) -> None:
     today = extraction._Pass.fetch
     for name in names:
         model = getattr(keras.applications, name)(weights=None, input_shape=x.shape[1:])
+        # partial binds this loop's model (a closure would read whatever `model` names later).
         methods = {
-            "predict": lambda: model.predict(x, batch_size=32, verbose=0),
-            "extract": lambda: kernelkit.extract(model, x, batch_size=32),
-            "before": lambda: kernelkit.extract(model, x, batch_size=32),
+            "predict": functools.partial(model.predict, x, batch_size=32, verbose=0),
+            "extract": functools.partial(kernelkit.extract, model, x, batch_size=32),
+            "before": functools.partial(kernelkit.extract, model, x, batch_size=32),
         }
         times: dict[str, list[float]] = {k: [] for k in methods}
         result = None
@@ -172,14 +174,14 @@ def applications(names: list[str], repeats: int) -> None:
                 if kind == "extract":
                     result = out
         med = {k: statistics.median(v[1:]) for k, v in times.items()}
-        ratios = [e / p for e, p in zip(times["extract"][1:], times["predict"][1:])]
-        before = [e / p for e, p in zip(times["before"][1:], times["predict"][1:])]
+        ratios = [e / p for e, p in zip(times["extract"][1:], times["predict"][1:], strict=True)]
+        before = [e / p for e, p in zip(times["before"][1:], times["predict"][1:], strict=True)]
         size = sum(np.asarray(a).nbytes for a in _leaves(result)) / 2**20
         print(f"| {name} | {len(result)} | {med['predict'] * 1e3:.0f} ms | "
               f"{med['extract'] * 1e3:.0f} ms | {statistics.median(ratios):.2f} "
               f"({min(ratios):.2f}-{max(ratios):.2f}) | {statistics.median(before):.2f} | "
               f"{size:.0f} MiB |", flush=True)
-        del model, result
+        del model, result, methods, run, out  # the partials hold the model too
         keras.backend.clear_session()
 
 

@@ -151,7 +151,7 @@ def summarize(results: list[dict], methods: tuple[str, ...], saved: dict[str, fl
             "self": [r["hooks_wall"] / r["wall"] for r in runs],
             "step_us": [1e6 * r["step_wall"] / max(r["steps"], 1) for r in runs],
             "cpu_share": [(r["hooks_cpu"] + r["render_cpu"] + r["iopub_extra"]) / r["cpu"]
-                          for r in runs],  # fmt: skip
+                          for r in runs],
             "hooks_cpu_share": [r["hooks_cpu"] / r["cpu"] for r in runs],
             "render_cpu_share": [r["render_cpu"] / r["cpu"] for r in runs],
             "iopub_cpu_share": [r["iopub_extra"] / r["cpu"] for r in runs],
@@ -173,7 +173,7 @@ def summarize(results: list[dict], methods: tuple[str, ...], saved: dict[str, fl
             "input_batches": [r.get("input_batches", 0) for r in runs],
             "input_share": [r.get("input_wait", 0.0) / r["wall"] for r in runs],
             "to_kernelkit": [rr[kind]["wall"] / rr["kernelkit"]["wall"]
-                             for rr in by_round.values() if "kernelkit" in rr],  # fmt: skip
+                             for rr in by_round.values() if "kernelkit" in rr],
         }
     return rows
 
@@ -213,7 +213,7 @@ def main() -> None:
         TF_METHODS if args.backend == "tensorflow" else JAX_METHODS)
     if "quiet" not in methods:
         methods = ("quiet", *methods)
-    import keras  # noqa: F401  (versions for the header only)
+    import keras
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, keras {keras.__version__}, backend {args.backend}")
@@ -291,7 +291,8 @@ def report_kernelkit(rows: dict, saved: dict, clock_us: float | None = None) -> 
               f"(fit start + each epoch end), {spread(kk['keep_share'], 100, '{:.3f}%')} of fit "
               "wall")
     if "kernelkit_norestore" in rows:
-        pairs = [a / b for a, b in zip(kk["ratio"], rows["kernelkit_norestore"]["ratio"])]
+        norestore = rows["kernelkit_norestore"]["ratio"]
+        pairs = [a / b for a, b in zip(kk["ratio"], norestore, strict=True)]
         print(f"kernelkit.fit wall, restore_on_nan=True / False: {spread(pairs)}")
     report_diagnostics(rows, clock_us)
     print(f"iopub during kernelkit.fit: {spread(kk['msgs_per_s'], 1, '{:.1f}')} msg/s (target "
@@ -308,8 +309,11 @@ def report_diagnostics(rows: dict, clock_us: float | None) -> None:
     if clock_us is not None and any(kk["input_batches"]):
         batches = statistics.median(kk["input_batches"])
         # One clock pair per batch, one batch per step: its cost over the step time.
-        steps_share = [clock_us * 1e-3 / ms for b, ms in zip(kk["input_batches"], kk["step_ms"])
-                       if b]  # fmt: skip
+        steps_share = [
+            clock_us * 1e-3 / ms
+            for b, ms in zip(kk["input_batches"], kk["step_ms"], strict=True)
+            if b
+        ]
         print(f"input clock: {clock_us:.2f} us per batch pulled ({batches:.0f} batches), "
               f"{spread(steps_share, 100, '{:.3f}%')} of fit wall; the steps waited "
               f"{spread(kk['input_share'], 100, '{:.1f}%')} of fit wall for input")

@@ -135,7 +135,9 @@ def bench_saved_notebook() -> dict:
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3", "language": "python",
+    }
     nb.cells = [
         nbformat.v4.new_code_cell(
             "import numpy as np, keras, kernelkit\n"

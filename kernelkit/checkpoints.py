@@ -123,7 +123,8 @@ def resume_callbacks(directory: PathLike) -> list[keras.callbacks.Callback]:
 
     Example:
         >>> state = kernelkit.checkpoints.resumed_state("runs/mnist")  # None on a first run
-        >>> model.fit(x, y, epochs=10, callbacks=kernelkit.checkpoints.resume_callbacks("runs/mnist"))
+        >>> callbacks = kernelkit.checkpoints.resume_callbacks("runs/mnist")
+        >>> model.fit(x, y, epochs=10, callbacks=callbacks)
 
     """
     root = _writable_dir(directory, "resume directory")
@@ -451,8 +452,8 @@ def _backup_epoch(backup_dir: str) -> int | None:
         root = os.path.dirname(backup_dir.rstrip(os.sep)) or "."
         raise ResumeMismatch(
             f"The resume backup in {backup_dir!r} is damaged ({os.path.basename(metadata)}: "
-            f"{e}): delete it with kernelkit.checkpoints.clear_resume({root!r}) to start the run over, "
-            "or resume from another folder."
+            f"{e}): delete it with kernelkit.checkpoints.clear_resume({root!r}) to start the run "
+            "over, or resume from another folder."
         ) from None
 
 

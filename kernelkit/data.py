@@ -90,5 +90,5 @@ def split_samples(samples: int, validation_split: float = 0.0) -> tuple[int, int
     """
     if not validation_split:
         return samples, 0
-    train = int(math.floor(samples * (1.0 - validation_split)))
+    train = math.floor(samples * (1.0 - validation_split))
     return train, samples - train

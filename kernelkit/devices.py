@@ -207,7 +207,8 @@ class DeviceReport:
         chip kind and count (JAX's ``device_kind``).
         """
         counts: dict[str, int] = {}
-        for name, kind in zip(self.devices, self.device_kinds):
+        # Not strict: TensorFlow names no kinds, so device_kinds is () there (and this is "").
+        for name, kind in zip(self.devices, self.device_kinds, strict=False):
             if not name.startswith("CPU:"):
                 counts[kind] = counts.get(kind, 0) + 1
         return ", ".join(f"{count} x {kind}" for kind, count in counts.items())
@@ -702,8 +703,9 @@ def detect(probe: Probe | None = None) -> DeviceReport:
     missing = [name for name in _PROBE_METHODS if not callable(getattr(probe, name, None))]
     if missing:
         raise TypeError(
-            f"probe={probe!r} ({type(probe).__name__}) is not a device probe (it has no {', '.join(missing)}): "
-            "pass kernelkit.devices.FakeProbe(...) or leave probe out to read this machine"
+            f"probe={probe!r} ({type(probe).__name__}) is not a device probe "
+            f"(it has no {', '.join(missing)}): pass kernelkit.devices.FakeProbe(...) or leave "
+            "probe out to read this machine"
         )
     environ = probe.environ()
     modules = probe.modules()

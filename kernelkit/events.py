@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 #: How a fit ended.
 EndState = Literal["finished", "stopped_by_user", "stopped_by_callback", "failed"]
@@ -113,7 +113,7 @@ class TrainEnd:
     time: float = 0.0
 
 
-Event = Union[TrainBegin, EpochBegin, Step, EpochEnd, TrainEnd]
+Event = TrainBegin | EpochBegin | Step | EpochEnd | TrainEnd
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls for cls in (TrainBegin, EpochBegin, Step, EpochEnd, TrainEnd)

@@ -708,7 +708,10 @@ def layer_lrs(
         layers = layer_counts.get(name, _rest_layers(model, owner) if name == _REST else 0)
         groups.append(
             LayerGroup(
-                name, _rate_text(opt.get_config()["learning_rate"]), layers, count_parameters(variables)
+                name,
+                _rate_text(opt.get_config()["learning_rate"]),
+                layers,
+                count_parameters(variables),
             )
         )
     # The default group ("rest") last, as the map holds it.

@@ -729,12 +729,15 @@ def _copy_optimizer_state(old: Any, new: Any) -> tuple[int, int]:
             new_value, keras.optimizers.Optimizer
         ):
             _copy_optimizer_state(old_value, new_value)  # LossScaleOptimizer's inner one
-        elif _optimizer_list(old_value) and _optimizer_list(new_value):
+        elif (
+            _optimizer_list(old_value)
+            and _optimizer_list(new_value)
+            and len(old_value) == len(new_value)
+        ):
             # MultiOptimizer (kernelkit.layer_lrs): one inner optimizer per layer group, in
             # the order of its config, each with slots for its own variables.
-            if len(old_value) == len(new_value):
-                for old_inner, new_inner in zip(old_value, new_value, strict=True):
-                    _copy_optimizer_state(old_inner, new_inner)
+            for old_inner, new_inner in zip(old_value, new_value, strict=True):
+                _copy_optimizer_state(old_inner, new_inner)
     return len(pairs), len(new_vars) - len(pairs)
 
 
@@ -1016,6 +1019,8 @@ def ensure_trainable_applied(model: Any, name: str | None = None) -> str | None:
 
     Args:
         model: a ``keras.Model``.
+        name: what the returned line calls the model (the session passes the
+            variable it is registered under); defaults to ``model.name``.
 
     Returns:
         "kernelkit: recompiled 'm' because 2 layers changed trainable (base

@@ -190,7 +190,8 @@ class RunHistory:
     def epoch_series(self, key: str) -> tuple[list[float], list[float]]:
         """Epoch-level points of ``key``, at x = epoch + 1 (an epoch's end)."""
         xs, ys = [], []
-        for epoch, logs in zip(self.epoch_index, self.epochs):
+        # Not strict: see rows().
+        for epoch, logs in zip(self.epoch_index, self.epochs, strict=False):
             if key in logs:
                 xs.append(epoch + 1.0)
                 ys.append(logs[key])
@@ -198,7 +199,9 @@ class RunHistory:
 
     def rows(self) -> Iterator[tuple[int, dict[str, float]]]:
         """(absolute epoch, logs) for each finished epoch."""
-        return zip(self.epoch_index, self.epochs)
+        # Not strict: the two lists are equal between updates, but a view's fallback renders
+        # on a timer thread and can read them mid add_epoch/drop_from; the finished part wins.
+        return zip(self.epoch_index, self.epochs, strict=False)
 
     def last(self) -> dict[str, float]:
         """The last finished epoch's logs, or an empty dict."""

@@ -165,7 +165,12 @@ def set_folder(folder: str | os.PathLike[str] | bool | None) -> None:
 
 
 def folder() -> str:
-    """The folder the ledger is in now: set_folder's, else ``KERNELKIT_LEDGER``, else the default."""
+    """The folder the ledger is in now.
+
+    Returns:
+        The folder given to :func:`set_folder`, else ``KERNELKIT_LEDGER``, else the
+        default folder under the working directory; ``"off"`` when recording is off.
+    """
     if _FOLDER:
         return _FOLDER[0]
     return os.environ.get("KERNELKIT_LEDGER") or os.path.join(os.getcwd(), DEFAULT_FOLDER)
@@ -310,7 +315,7 @@ class Ledger:
             return 0
         with self._connect(create=False) as con:
             marks = ",".join("?" * len(wanted))
-            cursor = con.execute(f"DELETE FROM runs WHERE id IN ({marks})", wanted)  # noqa: S608
+            cursor = con.execute(f"DELETE FROM runs WHERE id IN ({marks})", wanted)
             return int(cursor.rowcount)
 
     # --- reading --------------------------------------------------------------------------
@@ -332,7 +337,7 @@ class Ledger:
             if ids:
                 marks = ",".join("?" * len(ids))
                 for run, epoch, logs in con.execute(
-                    f"SELECT run, epoch, logs FROM epochs WHERE run IN ({marks}) "  # noqa: S608
+                    f"SELECT run, epoch, logs FROM epochs WHERE run IN ({marks}) "
                     "ORDER BY run, epoch",
                     ids,
                 ):
@@ -394,7 +399,9 @@ def fingerprint(model: Any) -> str:
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:12]
 
 
-def describe_fit(model: Any, fit_kwargs: Mapping[str, Any], seed: int | None = None) -> dict[str, Any]:
+def describe_fit(
+    model: Any, fit_kwargs: Mapping[str, Any], seed: int | None = None
+) -> dict[str, Any]:
     """The configuration a run record keeps: compile config, fit arguments, seed, learning rate."""
     compile_config: Any = {}
     try:
@@ -517,6 +524,16 @@ class RunRecorder:
         return self._own
 
     def __call__(self, event: ev.Event) -> None:
+        """Records one event of the fit.
+
+        ``TrainBegin`` starts the run's record, ``Step`` adds a point to the
+        in-memory curves, ``EpochEnd`` writes the epoch and ``TrainEnd``
+        finishes the record with its timing and curves. Events before a
+        ``TrainBegin`` are ignored.
+
+        Args:
+            event: the fit's next event, as the callback sends it.
+        """
         if self._own is not None:
             self._own.apply(event)
         if isinstance(event, ev.TrainBegin):
@@ -629,7 +646,9 @@ def select(runs: Sequence[Run], which: Selector | Sequence[Selector] | None) -> 
                     chosen.append(run)
         return chosen
     if isinstance(which, bool):
-        raise ValueError(f"cannot choose runs by {which!r}: use run ids, a filter dict or a function")
+        raise ValueError(
+            f"cannot choose runs by {which!r}: use run ids, a filter dict or a function"
+        )
     if isinstance(which, int):
         if which < 0:
             if -which > len(runs):
@@ -691,7 +710,10 @@ def export_tensorboard(runs: Iterable[Run], log_dir: str | os.PathLike[str]) -> 
         for row in run.epochs:
             step = int(row["epoch"])
             for part, values in (
-                ("train", {k: v for k, v in row.items() if k != "epoch" and not k.startswith("val_")}),
+                (
+                    "train",
+                    {k: v for k, v in row.items() if k != "epoch" and not k.startswith("val_")},
+                ),
                 ("validation", {k[4:]: v for k, v in row.items() if k.startswith("val_")}),
             ):
                 if not values:

@@ -401,6 +401,15 @@ class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
         return self.scale * self.start_lr * math.exp(t * math.log(self.end_lr / self.start_lr))
 
     def __call__(self, step: Any) -> Any:
+        """The rate at optimizer step ``step``, as a backend tensor (Keras calls this).
+
+        Args:
+            step: the optimizer's ``iterations``, a scalar tensor or an int.
+
+        Returns:
+            A float32 scalar: :meth:`rate` of ``step - offset``, computed with
+            ``keras.ops`` so that it traces inside the train step.
+        """
         ops = keras.ops
         t = (ops.cast(step, "float32") - float(self.offset)) / float(max(self.steps - 1, 1))
         t = ops.clip(t, 0.0, 1.0)
@@ -408,6 +417,11 @@ class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
         return start * ops.exp(t * math.log(self.end_lr / self.start_lr))
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, so the schedule saves and loads with the model.
+
+        Returns:
+            ``start_lr``, ``end_lr``, ``steps``, ``offset`` and ``scale``.
+        """
         return {
             "start_lr": self.start_lr,
             "end_lr": self.end_lr,
@@ -547,7 +561,7 @@ def _current_rate(optimizer: Any) -> float:
     """An optimizer's learning rate now (a schedule's value at its iterations)."""
     try:
         value = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except Exception:  # noqa: BLE001 - an unusual rate: the group then sweeps at ratio 1
+    except Exception:  # an unusual rate: the group then sweeps at ratio 1
         return math.nan
     return value
 

@@ -739,7 +739,7 @@ def prepare_fit(
     if batch is None and samples is not None:
         per_epoch = kwargs.get("steps_per_epoch")
         # Keras's ArrayDataAdapter: batch_size from steps_per_epoch when given, else 32.
-        batch = int(math.ceil(samples / per_epoch)) if per_epoch else 32
+        batch = math.ceil(samples / per_epoch) if per_epoch else 32
     if replicas > 1 and batch:
         _check_batches(kind, text, replicas, batch, samples, kwargs, notes)
 
@@ -794,7 +794,9 @@ def _check_batches(
         split = 0.0
     validation = kwargs.get("validation_data")
     val_count = (
-        _num_samples(validation[0]) if isinstance(validation, (tuple, list)) and validation else None
+        _num_samples(validation[0])
+        if isinstance(validation, (tuple, list)) and validation
+        else None
     )
 
     def first_odd(total: int | None) -> tuple[str, int | None, int, int] | None:
@@ -899,7 +901,7 @@ def check_batches(
     if batch is None and samples is not None:
         steps = fit_kwargs.get("steps_per_epoch") or fit_kwargs.get("steps")
         # Keras's ArrayDataAdapter: batch_size from steps when given, else 32.
-        batch = int(math.ceil(samples / steps)) if steps else 32
+        batch = math.ceil(samples / steps) if steps else 32
     if batch:
         _check_batches(
             _kind(strategy), text, replicas, batch, samples, fit_kwargs, [], purpose=purpose

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,7 @@ class Breakdown:
 
     @property
     def steps(self) -> float:
+        """Seconds spent in the steps: the wall time less compile and validation."""
         return max(self.wall - (self.compile or 0.0) - (self.validation or 0.0), 0.0)
 
     def slow(self, share: float = SLOW_SHARE) -> list[CallbackTime]:
@@ -137,8 +138,13 @@ class Breakdown:
         return waited > INPUT_FLOOR and waited > self.steps * INPUT_SHARE
 
     def line(self) -> str:
-        """One line: 'time: compile 2.1 s · steps 9.8 s (input 0.3 s) · validation 1.0 s ·
-        callbacks 0.2 s' and, when there are any, what slows the fit with the fix."""
+        """The breakdown as one line, then what slows the fit and the fix, if anything does.
+
+        Returns:
+            ``time: compile 2.1 s · steps 9.8 s (input 0.3 s) · validation 1.0 s ·
+            callbacks 0.2 s``, followed by ``; ``-separated notes on slow input,
+            slow callbacks and callbacks that turned off async dispatch.
+        """
         parts = []
         if self.compile is not None:
             parts.append(f"compile {_seconds(self.compile)}")
@@ -196,7 +202,7 @@ class CallbackTimer:
         """Wrap the overridden hooks, and unwrap them however the fit ends."""
         wrapped: list[tuple[Any, str]] = []
         try:
-            for callback, record in zip(self.callbacks, self.times):
+            for callback, record in zip(self.callbacks, self.times, strict=True):
                 for hook in HOOKS:
                     method = getattr(callback, hook, None)
                     if method is None or _is_default(method) or hook in vars(callback):
@@ -207,10 +213,8 @@ class CallbackTimer:
             yield self
         finally:
             for callback, hook in wrapped:
-                try:
+                with suppress(AttributeError):
                     delattr(callback, hook)  # the class's method shows through again
-                except AttributeError:
-                    pass
 
     def sorted(self) -> list[CallbackTime]:
         """The callbacks' times, slowest first."""
@@ -278,10 +282,8 @@ class InputTimer:
         """Puts the iterator's own method back (the fit is over)."""
         attached, self._attached = self._attached, None
         if attached is not None:
-            try:
+            with suppress(AttributeError):
                 del attached._get_iterator
-            except AttributeError:
-                pass
 
 
 class _TimedIterator:

@@ -839,15 +839,19 @@ def huge_learning_rate(w: Any) -> Any:
 #: non-finite step all the same (the batch logs are running means: once inf, inf or NaN).
 NAN: list[Case] = [
     Case("nan-loss-first-epoch", "fresh BN model", nan_fit(np.nan, 0),
-         Says(("loss became NaN at epoch 1, step 3 of 8", "weights restored to the start of the fit"),
+         Says(("loss became NaN at epoch 1, step 3 of 8",
+               "weights restored to the start of the fit"),
               absent=("loss became inf",))),
     Case("inf-loss-first-epoch", "fresh BN model", nan_fit(1e30, 0),
-         Says(("loss became inf at epoch 1, step 3 of 8", "weights restored to the start of the fit"),
+         Says(("loss became inf at epoch 1, step 3 of 8",
+               "weights restored to the start of the fit"),
               absent=("NaN",))),
     Case("nan-loss-second-epoch", "fresh BN model", nan_fit(np.nan, 1),
-         Says(("loss became NaN at epoch 2, step 3 of 8", "weights restored to the end of epoch 1"))),
+         Says(("loss became NaN at epoch 2, step 3 of 8",
+               "weights restored to the end of epoch 1"))),
     Case("inf-loss-second-epoch", "fresh BN model", nan_fit(1e30, 1),
-         Says(("loss became inf at epoch 2, step 3 of 8", "weights restored to the end of epoch 1"))),
+         Says(("loss became inf at epoch 2, step 3 of 8",
+               "weights restored to the end of epoch 1"))),
     Case("nan-loss-registered-model", "fresh registered BN model", nan_registered,
          Says(("kernelkit cat_nan: loss became NaN at epoch 1, step",
                "weights restored to the start of the fit"))),
@@ -1007,7 +1011,7 @@ def _hand_frozen(w: Any) -> Any:
     model.get_layer("q1").trainable = False
     kept = model.get_layer("q1").get_weights()
     kk().fit(model, w.x, w.y, batch_size=8, verbose=0)
-    for a, b in zip(kept, model.get_layer("q1").get_weights()):
+    for a, b in zip(kept, model.get_layer("q1").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -1026,7 +1030,7 @@ def _failed_fit_line(w: Any) -> Any:
     model = w.fresh_for_queue(False)[0]
     model.fit(w.x, w.y, batch_size=8, verbose=0)  # built: the failure comes inside the fit
     # Keras raises ValueError (JAX) or InvalidArgumentError (TensorFlow's traced step).
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the class differs by backend
+    with pytest.raises(Exception):  # noqa: B017 - the class differs by backend
         kk().fit(model, np.zeros((8, 5), "float32"), w.y[:8], batch_size=8)
 
 

@@ -1,4 +1,4 @@
-"""A pytest plugin: every ``Model.fit`` in the tests goes through kernelkit, as in a ``%%kmodel`` cell.
+"""A pytest plugin: every test's ``Model.fit`` goes through kernelkit, as in a ``%%kmodel`` cell.
 
 Used by ``tests/test_keras_own_fit.py`` to run Keras's own tests (they ship in the
 keras wheel) with ``fit`` routed, next to a plain baseline run.

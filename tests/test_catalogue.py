@@ -265,7 +265,9 @@ class World:
         return model, self.seq_x, self.seq_y, kwargs
 
     def same_as_queue_file(self, model: Any) -> None:
-        for mine, theirs in zip(model.get_weights(), self.queue_source.get_weights()):
+        for mine, theirs in zip(
+            model.get_weights(), self.queue_source.get_weights(), strict=True
+        ):
             np.testing.assert_array_equal(mine, theirs)
 
     def block_runs_folder(self) -> None:

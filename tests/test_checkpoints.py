@@ -458,7 +458,8 @@ def test_checkpoint_naming_a_folder_is_one_line(tmp_path):
 
 
 def test_check_resume_says_where_a_run_continues(tmp_path):
-    assert checkpoints.check_resume(tmp_path / "new") is None  # a first run: made, nothing to resume
+    # A first run: the folder is made, and there is nothing to resume.
+    assert checkpoints.check_resume(tmp_path / "new") is None
     fit(make_model(), tmp_path / "run", 4, StopAt(epoch=1, batch=3))
     state = checkpoints.check_resume(tmp_path / "run", make_model(seed=7))
     assert state.epoch == 2 and str(state) == "resumed at epoch 3"

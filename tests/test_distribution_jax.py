@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 if os.environ.get("KERAS_BACKEND") != "jax":
-    pytest.skip("needs KERAS_BACKEND=jax with 8 host devices (the JAX leg)", allow_module_level=True)
+    pytest.skip(
+        "needs KERAS_BACKEND=jax with 8 host devices (the JAX leg)", allow_module_level=True
+    )
 
-import jax  # noqa: E402
-import keras  # noqa: E402
+import jax
+import keras
 
 if jax.device_count() != 8:
     pytest.skip(
@@ -25,11 +27,11 @@ if jax.device_count() != 8:
         allow_module_level=True,
     )
 
-from IPython.core.error import UsageError  # noqa: E402
+from IPython.core.error import UsageError
 
-import kernelkit  # noqa: E402
-from kernelkit import session  # noqa: E402
-from kernelkit.strategy import check_batches, prepare_fit, split_samples  # noqa: E402
+import kernelkit
+from kernelkit import session
+from kernelkit.strategy import check_batches, prepare_fit, split_samples
 
 pytestmark = pytest.mark.jax_devices
 
@@ -102,7 +104,9 @@ def sharded_over(model):
 
 
 def test_later_fit_trains_over_all_eight_devices_and_says_so(ip, data):
-    ip.run_cell_magic("kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)"))
+    ip.run_cell_magic(
+        "kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)")
+    )
     # Another cell, no distribution in force: Keras alone would train undistributed.
     assert keras.distribution.distribution() is None
     recorder = Recorder()
@@ -122,7 +126,9 @@ def test_view_header_names_the_distribution_read_from_the_fit(ip, data):
     events = []
     ip.user_ns["live"] = kernelkit.LiveProgress(display="none", sink=events.append)
     ip.run_cell_magic(
-        "kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1, callbacks=[live])")
+        "kmodel",
+        "clf --no-card",
+        build(extra="clf.fit(x[:1440], y[:1440], epochs=1, callbacks=[live])"),
     )
     ip.run_cell_raising("clf.fit(x[:1440], y[:1440], epochs=1, callbacks=[live])")
     begins = [e for e in events if type(e).__name__ == "TrainBegin"]
@@ -131,7 +137,9 @@ def test_view_header_names_the_distribution_read_from_the_fit(ip, data):
 
 def test_evaluate_and_predict_run_in_the_models_distribution(ip, data):
     ip.run_cell_magic("kmodel", "clf --no-card", build())
-    ip.run_cell_raising("loss = clf.evaluate(x[:64], y[:64], verbose=0); p = clf.predict(x[:64], verbose=0)")
+    ip.run_cell_raising(
+        "loss = clf.evaluate(x[:64], y[:64], verbose=0); p = clf.predict(x[:64], verbose=0)"
+    )
     assert ip.user_ns["p"].shape == (64, 1)
     line = run_raising(ip, "clf.evaluate(x[:100], y[:100], verbose=0)")
     assert line == (
@@ -145,18 +153,22 @@ def test_a_cells_own_fit_gets_the_prefit_check_and_loses_nothing(ip, data):
     before = ip.user_ns["clf"]
     weights = [w.copy() for w in before.get_weights()]
     with pytest.raises(UsageError) as err:
-        ip.run_cell_magic("kmodel", "clf --no-card", build(extra="clf.fit(x, y, epochs=1, validation_split=0.1)"))
+        ip.run_cell_magic(
+            "kmodel", "clf --no-card", build(extra="clf.fit(x, y, epochs=1, validation_split=0.1)")
+        )
     assert str(err.value) == (
         "The last batch of 1350 training samples in batches of 32 (validation_split=0.1 of 1500) "
         "would have 6 samples, which Keras cannot split over DataParallel (8 devices): use 1440 "
         "samples (x[:1440]). (nothing was registered; the earlier clf was kept)"
     )
     assert session.get("clf") is before
-    assert all(np.array_equal(a, b) for a, b in zip(weights, before.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, before.get_weights(), strict=True))
 
 
 def test_a_later_fit_with_uneven_data_is_one_line_and_keeps_the_model(ip, data):
-    ip.run_cell_magic("kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)"))
+    ip.run_cell_magic(
+        "kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)")
+    )
     model = ip.user_ns["clf"]
     weights = [w.copy() for w in model.get_weights()]
     iterations = int(model.optimizer.iterations)
@@ -166,7 +178,7 @@ def test_a_later_fit_with_uneven_data_is_one_line_and_keeps_the_model(ip, data):
         "Keras cannot split over DataParallel (8 devices): use 1496 samples (x[:1496])."
     )
     assert int(model.optimizer.iterations) == iterations
-    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
     ip.run_cell_raising("clf.fit(x[:1496], y[:1496], epochs=1)")  # the fix it names works
 
 
@@ -199,7 +211,9 @@ def test_the_batch_check_agrees_with_what_keras_does_over_a_grid():
     disagree = []
     for samples, split, batch in GRID:
         try:
-            check_batches(distribution, np.zeros((samples, 2)), batch_size=batch, validation_split=split)
+            check_batches(
+                distribution, np.zeros((samples, 2)), batch_size=batch, validation_split=split
+            )
             predicted = True
         except ValueError:
             predicted = False
@@ -226,7 +240,9 @@ def test_every_suggested_fix_trains():
     distribution = keras.distribution.DataParallel(devices=jax.devices())
     for samples, split, batch in [(1500, 0.1, 32), (68, 0.0, 16), (89, 0.2, 16)]:
         with pytest.raises(ValueError) as err:
-            check_batches(distribution, np.zeros((samples, 2)), batch_size=batch, validation_split=split)
+            check_batches(
+                distribution, np.zeros((samples, 2)), batch_size=batch, validation_split=split
+            )
         fixed = int(str(err.value).split("use ")[1].split(" samples")[0])
         assert keras_trains(fixed, split, batch), (samples, split, batch, fixed)
 
@@ -239,7 +255,9 @@ def test_the_faq_recipe_distribution_is_kept_and_named(ip, data):
         "keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))"
     )
     users = keras.distribution.distribution()
-    ip.run_cell_magic("kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)"))
+    ip.run_cell_magic(
+        "kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)")
+    )
     assert keras.distribution.distribution() is users
     assert session._REGISTRY["clf"].strategy is users
     assert "strategy DataParallel (8 devices)" in repr(kernelkit.card("clf"))
@@ -247,9 +265,12 @@ def test_the_faq_recipe_distribution_is_kept_and_named(ip, data):
 
 def test_a_subset_distribution_is_kept_not_replaced(ip, data):
     ip.run_cell_raising(
-        "keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()[:4]))"
+        "keras.distribution.set_distribution("
+        "keras.distribution.DataParallel(devices=jax.devices()[:4]))"
     )
-    ip.run_cell_magic("kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)"))
+    ip.run_cell_magic(
+        "kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)")
+    )
     assert sharded_over(ip.user_ns["clf"]) == 4
     assert "strategy DataParallel (4 devices)" in repr(kernelkit.card("clf"))
     keras.distribution.set_distribution(None)
@@ -260,7 +281,8 @@ def test_a_subset_distribution_is_kept_not_replaced(ip, data):
 @pytest.mark.parametrize("spec", ["cpu", "mirrored"])
 def test_an_explicit_strategy_that_conflicts_is_one_line_before_the_cell_runs(ip, data, spec):
     ip.run_cell_raising(
-        "keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()[:4]))"
+        "keras.distribution.set_distribution("
+        "keras.distribution.DataParallel(devices=jax.devices()[:4]))"
     )
     ip.user_ns["ran"] = False
     with pytest.raises(UsageError) as err:
@@ -282,7 +304,9 @@ def test_an_explicit_strategy_that_agrees_is_accepted(ip, data):
 
 
 def test_strategy_cpu_without_a_user_distribution_trains_on_one_device(ip, data):
-    ip.run_cell_magic("kmodel", "clf --no-card --strategy cpu", build(extra="clf.fit(x, y, epochs=1)"))
+    ip.run_cell_magic(
+        "kmodel", "clf --no-card --strategy cpu", build(extra="clf.fit(x, y, epochs=1)")
+    )
     assert sharded_over(ip.user_ns["clf"]) == 1
     assert "strategy default" in repr(kernelkit.card("clf"))
 
@@ -297,7 +321,9 @@ def test_tensorboard_logs_without_tensorflow(ip, data, tmp_path, monkeypatch):
     assert importlib.util.find_spec("tensorflow") is None, "the JAX leg has no TensorFlow"
     monkeypatch.chdir(tmp_path)
     ip.run_cell_magic(
-        "kmodel", "clf --no-card --tensorboard", build(extra="clf.fit(x[:1440], y[:1440], epochs=2)")
+        "kmodel",
+        "clf --no-card --tensorboard",
+        build(extra="clf.fit(x[:1440], y[:1440], epochs=2)"),
     )
     assert "tensorflow" not in sys.modules
     events = list(tmp_path.glob("runs/clf/*/train/events.out.tfevents.*"))

@@ -136,14 +136,16 @@ def test_a_subclass_fit_override_runs_once(data, routed):
         ),
     ],
 )
-def test_kernelkit_only_keywords_through_model_fit_are_one_line(ip, data, routed, option, value, line):
+def test_kernelkit_only_keywords_through_model_fit_are_one_line(
+    ip, data, routed, option, value, line
+):
     x, y = data
     model = make()
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(UsageError) as err:
         model.fit(x, y, epochs=1, **{option: value})
     assert str(err.value) == line
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 def test_keras2_arguments_fail_as_keras_fails(data, routed):
@@ -216,27 +218,34 @@ def test_a_non_finite_loss_restores_the_last_finite_epoch(data):
     assert end.reason.split()[2] in ("NaN", "inf")
     weights, slots = blowup.after_first
     # BatchNormalization's moving statistics are among the weights.
-    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
-    assert all(np.array_equal(a, np.array(b)) for a, b in zip(slots, model.optimizer.variables))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+    assert all(
+        np.array_equal(a, np.array(b))
+        for a, b in zip(slots, model.optimizer.variables, strict=True)
+    )
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_inf_and_nan_are_named_apart_and_restore_can_be_switched_off(data):
     x, y = data
+
+    class Poison(keras.callbacks.Callback):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.params and batch == 2:
+                logs["loss"] = float(self.value)  # what the next callbacks see, as Keras would
+
     for value, word in ((np.inf, "inf"), (np.nan, "NaN")):
-
-        class Poison(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                if self.params and batch == 2:
-                    logs["loss"] = float(value)  # what the next callbacks see, as Keras would
-
         for restore in (True, False):
             model = make()
             events = []
             live = kernelkit.LiveProgress(
                 display="none", sink=events.append, restore_on_nan=restore
             )
-            kernelkit.fit(model, x, y, epochs=2, batch_size=8, callbacks=[Poison(), live])
+            kernelkit.fit(model, x, y, epochs=2, batch_size=8, callbacks=[Poison(value), live])
             reason = events[-1].reason
             assert reason.startswith(f"loss became {word} at epoch 1, step 3 of 8")
             assert reason.endswith("; weights restored to the start of the fit") is restore
@@ -253,7 +262,7 @@ def test_a_flag_set_by_hand_takes_effect_in_kernelkit_fit_of_an_unregistered_mod
     hidden.trainable = False  # by hand, after compile: Keras alone would still train it
     frozen = [w.copy() for w in hidden.get_weights()]
     kernelkit.fit(model, x, y, epochs=2, callbacks=[quiet()])
-    assert all(np.array_equal(a, b) for a, b in zip(frozen, hidden.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(frozen, hidden.get_weights(), strict=True))
     out = capsys.readouterr().out
     assert "kernelkit: recompiled" in out and "changed trainable" in out
 
@@ -284,7 +293,9 @@ def test_freeze_from_a_callback_mid_fit_is_queued_and_applied_when_the_fit_ends(
     assert "kernelkit: applied freeze(0), queued while the fit ran" in out
     frozen = [w.copy() for w in model.layers[0].get_weights()]
     kernelkit.fit(model, x, y, epochs=1, callbacks=[quiet()])  # it really took effect
-    assert all(np.array_equal(a, b) for a, b in zip(frozen, model.layers[0].get_weights()))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(frozen, model.layers[0].get_weights(), strict=True)
+    )
 
 
 def test_outside_a_fit_operations_run_at_once(data):

@@ -40,7 +40,9 @@ def final_text(messages):
 def test_interrupt_stops_gracefully(kernel):
     reply, _ = kernel.execute(SETUP)
     assert reply["status"] == "ok"
-    msg_id = kernel.kc.execute("h = kernelkit.fit(m, x, y, epochs=50, batch_size=8, callbacks=[End()])")
+    msg_id = kernel.kc.execute(
+        "h = kernelkit.fit(m, x, y, epochs=50, batch_size=8, callbacks=[End()])"
+    )
     first = wait_for(kernel, msg_id, is_live_view)
     # Wait until steps are running (a widget update arrives), then interrupt.
     first += wait_for(kernel, msg_id, lambda m: m["msg_type"] == "comm_msg")
@@ -58,7 +60,9 @@ def test_interrupt_stops_gracefully(kernel):
 
 def test_stop_button_works_while_fit_runs(kernel):
     kernel.execute(SETUP)
-    msg_id = kernel.kc.execute("h = kernelkit.fit(m, x, y, epochs=50, batch_size=8, callbacks=[End()])")
+    msg_id = kernel.kc.execute(
+        "h = kernelkit.fit(m, x, y, epochs=50, batch_size=8, callbacks=[End()])"
+    )
     seen = wait_for(kernel, msg_id, is_live_view)
     buttons = [m["content"]["comm_id"] for m in seen if m["msg_type"] == "comm_open"
                and m["content"]["data"]["state"].get("_model_name") == "ButtonModel"]
@@ -97,7 +101,8 @@ spe = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
 spe.compile("sgd", "mse", steps_per_execution=4)
 h = kernelkit.fit(spe, x[:100], y[:100], epochs=2, batch_size=10)
 """)
-    html = [m for m in out if m["msg_type"] == "update_display_data"][-1]["content"]["data"]["text/html"]
+    last_update = [m for m in out if m["msg_type"] == "update_display_data"][-1]
+    html = last_update["content"]["data"]["text/html"]
     assert "step 10/10" in html and "step 12" not in html
     assert "finished (2 epochs)" in final_text(out)
 

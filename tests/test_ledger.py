@@ -38,7 +38,12 @@ def _record(book, model, x, y, name="reg", **fit):
     )
     fit.setdefault("epochs", 3)
     history = model.fit(
-        x, y, batch_size=32, verbose=0, callbacks=[LiveProgress(display="none", sink=recorder)], **fit
+        x,
+        y,
+        batch_size=32,
+        verbose=0,
+        callbacks=[LiveProgress(display="none", sink=recorder)],
+        **fit,
     )
     return recorder, history
 
@@ -254,7 +259,7 @@ def test_a_damaged_ledger_is_one_line_naming_the_fix(tmp_path):
 def test_a_folder_that_cannot_be_made_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ledger.LedgerError, match="cannot be made.*set_folder"):
+    with pytest.raises(ledger.LedgerError, match=r"cannot be made.*set_folder"):
         ledger.Ledger(blocker / "ledger").start(
             model="m", fingerprint="f", config={}, versions={}
         )

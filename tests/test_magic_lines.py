@@ -9,7 +9,11 @@ from IPython.core.error import UsageError
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("clf --bogus", "%kmodel: unrecognized arguments: --bogus; see %kmodel? for every option and its values"),
+        (
+            "clf --bogus",
+            "%kmodel: unrecognized arguments: --bogus; see %kmodel? for every option and its "
+            "values",
+        ),
         (
             "clf --workers abc",
             "%kmodel: argument --workers: invalid int value: 'abc'; see %kmodel? for every option "

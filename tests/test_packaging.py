@@ -1,4 +1,4 @@
-"""What `pip install kernelkit` brings: kernelkit's own needs, no TensorFlow (issue: TPUs in 2026)."""
+"""What `pip install kernelkit` brings: its own needs, no TensorFlow (issue: TPUs in 2026)."""
 
 from __future__ import annotations
 

@@ -57,4 +57,4 @@ def test_shared_layers_once_and_same_names_numbered():
     twice = keras.Model(inputs, shared(shared(inputs)), name="twice")
     walked = [p.path for p in paths.walk(twice)]
     assert walked == ["shared"]  # reachable twice, listed once (its input layer left out)
-    assert [p.path for p in paths.walk(twice, inputs=True)][0].startswith("input_layer")
+    assert next(p.path for p in paths.walk(twice, inputs=True)).startswith("input_layer")

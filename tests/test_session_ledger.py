@@ -1,4 +1,4 @@
-"""The run ledger as users reach it: ``%%kmodel`` cells, ``NAME.fit``, ``kernelkit.runs``/``compare``.
+"""The run ledger as users meet it: ``%%kmodel``, ``NAME.fit``, ``kernelkit.runs``/``compare``.
 
 Each test gets its own ledger folder. The real-kernel test kills a kernel in the
 middle of a fit and reads the ledger from the test process afterwards.
@@ -168,7 +168,8 @@ def test_the_card_gets_a_runs_tab_and_under_watch_an_activations_tab(shell):
     assert "runs of reg" in runs_html and runs_html.count("<svg") >= 2
     assert "the last 2 of 2 runs overlaid" in runs_html
     assert "dense" in tabs["Activations"].value and "dead units" in tabs["Activations"].value
-    assert repr(kernelkit.activation_stats("reg")).startswith("ActivationWatch: 2 layers over 2 epochs")
+    stats = repr(kernelkit.activation_stats("reg"))
+    assert stats.startswith("ActivationWatch: 2 layers over 2 epochs")
 
 
 def _html_in(widget):

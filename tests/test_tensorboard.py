@@ -294,7 +294,9 @@ def test_jax_fit_writes_events_without_importing_tensorflow(tmp_path):
         import keras
         from kernelkit import checkpoints
 
-        callback, logdir = checkpoints.tensorboard_callback("tiny", root={str(tmp_path)!r}, update_freq=2)
+        callback, logdir = checkpoints.tensorboard_callback(
+            "tiny", root={str(tmp_path)!r}, update_freq=2
+        )
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         model.compile(optimizer="adam", loss="mse")
         x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")

@@ -1,4 +1,4 @@
-"""Where a fit's time goes: a deliberately slow callback and a non-async-safe batch hook, flagged."""
+"""Where a fit's time goes: a deliberately slow callback and a non-async-safe hook, both flagged."""
 
 from __future__ import annotations
 

@@ -44,7 +44,9 @@ def test_the_same_tpu_under_jax_plans_data_parallel_without_tensorflow():
 
 
 @pytest.mark.tensorflow
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="TF backend")
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="TF backend"
+)
 def test_a_strategy_scope_the_user_entered_is_used_and_named(ip):
     import keras
     import tensorflow as tf

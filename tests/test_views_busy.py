@@ -82,7 +82,8 @@ def test_the_line_waits_throttles_and_goes_away() -> None:
     (handle,) = handles
     assert line.redraws == 8  # 3.6 s at most one redraw per 0.5 s, from 1.0 s on
     assert handle.bundles[0]["text/plain"] == "extract clf · batch 4/63 · 0:01 elapsed · ETA 0:15"
-    assert "kk-busy" in handle.bundles[0]["text/html"] and "width:6%" in handle.bundles[0]["text/html"]
+    shown = handle.bundles[0]["text/html"]
+    assert "kk-busy" in shown and "width:6%" in shown
     line.close()
     line.close()
     assert handle.bundles[-1] == {}  # an output with no data: nothing shows, nbval skips it

@@ -133,7 +133,7 @@ def finished_outputs(
 
 def finished_curves(events: list[ev.Event], history: RunHistory | None = None) -> dict[str, Any]:
     """The curves output that follows the result: plotly figure, SVG, one text line."""
-    result, curves = finished_outputs(events, history)
+    _, curves = finished_outputs(events, history)
     return curves
 
 
@@ -557,5 +557,7 @@ def test_the_previous_run_is_drawn_as_a_faint_ghost_from_this_fits_first_epoch()
     assert "</svg> previous run (#7)</span>" in curves_html(view.history, state=view.state)
     view.state.ghost = None  # no previous run: no ghost
     assert not any(
-        "previous run" in line.label for c in chart_specs(view.history, view.state) for line in c.lines
+        "previous run" in line.label
+        for c in chart_specs(view.history, view.state)
+        for line in c.lines
     )

@@ -104,7 +104,9 @@ def test_saved_notebook_follows_each_view_without_widget_state(tmp_path) -> None
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3", "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(code).strip()) for code in NOTEBOOK]
     nbclient.NotebookClient(
         nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

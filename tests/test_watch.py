@@ -19,7 +19,10 @@ def _model():
             keras.layers.Dense(8, activation="relu", name="alive"),
             # A bias far below zero: every unit's ReLU is 0 for every input, and stays so.
             keras.layers.Dense(
-                6, activation="relu", name="dead", bias_initializer=keras.initializers.Constant(-100.0)
+                6,
+                activation="relu",
+                name="dead",
+                bias_initializer=keras.initializers.Constant(-100.0),
             ),
             keras.layers.Dense(1, name="out"),
         ]

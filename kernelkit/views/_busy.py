@@ -21,6 +21,7 @@ import html
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from ..history import Throttle
@@ -185,10 +186,8 @@ def _close_open(*_args: Any) -> None:
     ipython_mod = sys.modules.get("IPython")
     shell = ipython_mod.get_ipython() if ipython_mod is not None else None
     if shell is not None:
-        try:
+        with suppress(ValueError):
             shell.events.unregister("post_run_cell", _close_open)
-        except ValueError:
-            pass
     for line in lines:
         line.close()
 

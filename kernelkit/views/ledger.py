@@ -101,10 +101,15 @@ class RunTable(Sequence[_ledger.Run]):
         return iter(self.runs)
 
     def sort(self, by: str = "id", *, reverse: bool = False) -> RunTable:
-        """A new table sorted by a column: "id", "started", "epochs", a metric's best ("val_loss")
-        or a recorded setting ("learning_rate").
+        """A new table of these runs, sorted by one column; runs without that value go last.
 
-        Runs without that value go last.
+        Args:
+            by: "id", "started", "state", "model", "epochs", a metric's best
+                ("val_loss") or a recorded setting ("learning_rate").
+            reverse: largest first.
+
+        Returns:
+            A new :class:`RunTable` with the same title.
         """
 
         def key(run: _ledger.Run) -> tuple[bool, Any]:
@@ -219,8 +224,10 @@ class RunTable(Sequence[_ledger.Run]):
         head, rows = self._rows()
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
         lines = [f"runs of {self.title}" if self.title else "runs"]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+        lines += [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -228,15 +235,20 @@ class RunTable(Sequence[_ledger.Run]):
 
     def _repr_html_(self) -> str:
         if not self.runs:
-            return f"<div style='font-family:sans-serif;font-size:12px'>{html.escape(repr(self))}</div>"
+            return (
+                "<div style='font-family:sans-serif;font-size:12px'>"
+                f"{html.escape(repr(self))}</div>"
+            )
         head, rows = self._rows()
         pad = "padding:1px 8px"
         th = "".join(f"<th style='{pad};text-align:left'>{html.escape(h)}</th>" for h in head)
         body = []
-        for run, cells in zip(self.runs, rows):
+        for run, cells in zip(self.runs, rows, strict=True):
             reason = html.escape(run.reason, quote=True)
+            # The state cell (column 2) carries the end reason as its tooltip.
             tds = "".join(
-                f"<td style='{pad}'{f' title={chr(39)}{reason}{chr(39)}' if i == 2 and reason else ''}>"
+                f"<td style='{pad}'"
+                f"{f' title={chr(39)}{reason}{chr(39)}' if i == 2 and reason else ''}>"
                 f"{html.escape(c)}</td>"
                 for i, c in enumerate(cells)
             )
@@ -286,7 +298,7 @@ class Comparison:
                     if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])
                 ]
                 if points:
-                    xs, ys = zip(*points)
+                    xs, ys = zip(*points, strict=True)
                     lines.append(
                         _svg.Line(list(xs), list(ys), color, self._label(run), 1.5, 1.0, True)
                     )
@@ -315,7 +327,10 @@ class Comparison:
     def _repr_html_(self) -> str:
         charts = self.charts()
         if not charts:
-            return f"<div style='font-family:sans-serif;font-size:12px'>{html.escape(repr(self))}</div>"
+            return (
+                "<div style='font-family:sans-serif;font-size:12px'>"
+                f"{html.escape(repr(self))}</div>"
+            )
         legend = "".join(
             f"<span>{_swatch(PALETTE[i % len(PALETTE)], dot=True)} "
             f"{html.escape(self._label(run))}</span>"
@@ -331,7 +346,10 @@ class Comparison:
 
 
 def runs(name: str | None = None, which: Any = None) -> RunTable:
-    """The recorded runs of ``name`` (every model's when None) as a table; see ``kernelkit.runs``."""
+    """The recorded runs of ``name`` (every model's when None) as a table.
+
+    See ``kernelkit.runs``.
+    """
     found = _ledger.Ledger().runs(name)
     return RunTable(_ledger.select(found, which), name or "")
 

@@ -43,8 +43,8 @@ class ModelTable:
         if not self.rows:
             return "No models registered yet: run a %%kmodel NAME cell or kernelkit.register()."
         widths = [max(len(c), *(len(r[i]) for r in self.rows)) for i, c in enumerate(self.columns)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in self.rows]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in self.rows]
         return "\n".join(line.rstrip() for line in lines)
 
     def _repr_html_(self) -> str:

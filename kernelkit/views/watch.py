@@ -34,13 +34,15 @@ def _color(statistic: str, value: float, scale: float) -> str:
 
 
 def _mix(low: tuple[int, int, int], high: tuple[int, int, int], t: float) -> str:
-    r, g, b = (round(a + (b - a) * t) for a, b in zip(low, high))
+    r, g, b = (round(a + (b - a) * t) for a, b in zip(low, high, strict=True))
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _strip(statistic: str, values: list[float], scale: float, epochs: list[int]) -> str:
     cells = []
-    for i, (value, epoch) in enumerate(zip(values, epochs)):
+    # Not strict: one value per recorded epoch, but the tab can render (on the subshell
+    # thread) while the fit appends an epoch between reading the epochs and the values.
+    for i, (value, epoch) in enumerate(zip(values, epochs, strict=False)):
         title = f"epoch {epoch + 1}: {_TITLES[statistic]} {value:.3g}"
         cells.append(
             f'<rect x="{i * _CELL}" y="0" width="{_CELL}" height="{_HEIGHT}" '
@@ -63,7 +65,10 @@ def _scale(statistic: str, rows: dict[str, list[float]]) -> float:
 def watch_html(watch: ActivationWatch, max_layers: int = 60) -> str:
     """The heat strips of every recorded layer (the first ``max_layers``), as static HTML."""
     if not watch.epochs:
-        return "<div style='font-family:sans-serif;font-size:12px'>no activation statistics yet</div>"
+        return (
+            "<div style='font-family:sans-serif;font-size:12px'>"
+            "no activation statistics yet</div>"
+        )
     epochs = [s.epoch for s in watch.epochs]
     series = {name: watch.series(name) for name in STATISTICS}
     scales = {name: _scale(name, series[name]) for name in STATISTICS}
@@ -80,7 +85,8 @@ def watch_html(watch: ActivationWatch, max_layers: int = 60) -> str:
         dead = last["dead_fraction"]
         note = f" <span style='color:#d62728'>{dead:.0%} dead</span>" if dead > 0.5 else ""
         rows.append(
-            f"<tr><td style='{pad};font-family:monospace'>{html.escape(label)}{note}</td>{cells}</tr>"
+            f"<tr><td style='{pad};font-family:monospace'>{html.escape(label)}{note}</td>"
+            f"{cells}</tr>"
         )
     more = len(labels) - max_layers
     if more > 0:

@@ -128,12 +128,14 @@ def main(argv: list[str]) -> dict:
     frozen_before = [w.numpy().copy() for w in live_model.layers[0].weights]
     kernelkit.fit(live_model, x, y, batch_size=32, epochs=1)
     result["frozen_unchanged"] = all(
-        np.array_equal(a, w.numpy()) for a, w in zip(frozen_before, live_model.layers[0].weights))
+        np.array_equal(a, w.numpy())
+        for a, w in zip(frozen_before, live_model.layers[0].weights, strict=True))
     result["trainable_weights_after_freeze"] = len(live_model.trainable_weights)
     result["freeze_report"] = repr(report).splitlines()[0]
     features = kernelkit.extract(live_model, x[:40], batch_size=8)
     result["extract_shapes"] = [list(v.shape) for v in features.values()]
-    expected = keras.Model(live_model.inputs, live_model.layers[0].output).predict(x[:40], verbose=0)
+    first_layer = keras.Model(live_model.inputs, live_model.layers[0].output)
+    expected = first_layer.predict(x[:40], verbose=0)
     result["extract_matches"] = bool(np.allclose(features[first], expected, atol=1e-5))
 
     # 6. Optional: is the upstream bug still there?

@@ -12,6 +12,7 @@ saved size with JupyterLab's plotly snapshot). With
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -146,7 +147,7 @@ def test_views_read_well_live_at_the_end_and_saved(lab, page, lab_server, tmp_pa
     assert_log_ticks(tick_values(loss, "y"))
     x_ticks = tick_values(loss, "x")  # whole epochs at a 1-2-5 step, from the start
     assert x_ticks[0] == 0 and all(t == int(t) for t in x_ticks), x_ticks
-    assert len({b - a for a, b in zip(x_ticks, x_ticks[1:])}) == 1 and x_ticks[1] in (1, 2, 5)
+    assert len({b - a for a, b in itertools.pairwise(x_ticks)}) == 1 and x_ticks[1] in (1, 2, 5)
     assert loss.locator("circle.kk-best").count() == 1
     rows = live_table.locator("tbody tr").all_inner_texts()
     # The last 5 epochs and the best one, the rest folded into "… n epochs".
@@ -192,7 +193,7 @@ def test_views_read_well_live_at_the_end_and_saved(lab, page, lab_server, tmp_pa
     while True:
         nb = saved(lab, page, "views.ipynb")
         curves = outputs_with(nb["cells"][1], "application/vnd.plotly.v1+json")
-        if curves and "image/png" in curves[0] or time.monotonic() > deadline:
+        if (curves and "image/png" in curves[0]) or time.monotonic() > deadline:
             break
         page.wait_for_timeout(250)  # poll interval while the renderer writes its snapshot
     assert "image/png" in curves[0], "JupyterLab saved no snapshot of the figure"
