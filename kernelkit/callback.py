@@ -235,7 +235,8 @@ class LiveProgress(keras.callbacks.Callback):
             )
         if display not in _DISPLAYS:
             raise ValueError(
-                f"LiveProgress(display={display!r}) is not allowed; use one of {', '.join(_DISPLAYS)}"
+                f"LiveProgress(display={display!r}) is not allowed; "
+                f"use one of {', '.join(_DISPLAYS)}"
             )
         if (
             isinstance(refresh, bool)
@@ -403,6 +404,7 @@ class LiveProgress(keras.callbacks.Callback):
     # --- Keras hooks --------------------------------------------------------------------
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Starts a fit: reads Keras's params, marks the model as training, makes the view."""
         self._reset_run()
         params = self.params or {}
         self._epochs = int(params.get("epochs") or 0)
@@ -447,6 +449,7 @@ class LiveProgress(keras.callbacks.Callback):
         )
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Sends ``EpochBegin``; before the first, ``TrainBegin`` (the distribution is known)."""
         if not self._begun:
             self._begin(epoch)
         self._epoch = epoch
@@ -456,17 +459,23 @@ class LiveProgress(keras.callbacks.Callback):
         self._emit(ev.EpochBegin(epoch=epoch, time=self.clock()))
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """One training step (the per-step closure's work, for subclasses)."""
         # Keras calls the instance's own closure (see __init__); this method serves
         # subclasses that override the hook and call super().
         self._on_step(batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Checks the epoch's loss, keeps the state a NaN rolls back to, sends ``EpochEnd``."""
         values = scalar_logs(logs)
         loss = values.get("loss")
-        if self.stop_on_nan and self._nan_at is None:
-            if loss is not None and not math.isfinite(loss):
-                self._epoch = epoch
-                self._non_finite(loss, self._hot.batch + 1)
+        if (
+            self.stop_on_nan
+            and self._nan_at is None
+            and loss is not None
+            and not math.isfinite(loss)
+        ):
+            self._epoch = epoch
+            self._non_finite(loss, self._hot.batch + 1)
         # The state copy comes before the events: they wake the render thread, and a copy
         # that competes with it for the GIL takes several times as long.
         if self._nan_at is None and (loss is None or math.isfinite(loss)):
@@ -489,16 +498,19 @@ class LiveProgress(keras.callbacks.Callback):
     # keeps Keras's async test dispatch. The first pass includes compiling the
     # test step; FitStatus tells the two apart.
     def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Starts timing an epoch's validation pass."""
         # Only inside a fit: a standalone evaluate(callbacks=[live]) is not an epoch's
         # validation and must leave the next EpochEnd alone.
         self._test_began = self.clock() if self.running else None
 
     def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Ends timing the validation pass; ``EpochEnd`` carries it."""
         began, self._test_began = self._test_began, None
         if began is not None and self.running:
             self._validation_time = max(self.clock() - began, 0.0)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Ends the fit: restores the last finite state after a NaN, sends ``TrainEnd``."""
         if not self._begun:
             self._begin(self._initial_epoch)
         if self._nan_at is not None:
@@ -570,7 +582,7 @@ class LiveProgress(keras.callbacks.Callback):
             self.model.set_weights(weights)
             optimizer = getattr(self.model, "optimizer", None)
             if optimizer is not None and len(optimizer.variables) == len(slots):
-                for variable, value in zip(optimizer.variables, slots):
+                for variable, value in zip(optimizer.variables, slots, strict=True):
                     variable.assign(value)
         except Exception as err:
             return f"; the last finite weights could not be restored ({type(err).__name__})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class StopTraining:
     reason: str = "user"
 
 
-Intent = Union[SetTrainable, FreezeTo, ResetStates, SetAutoReset, StopTraining]
+Intent = SetTrainable | FreezeTo | ResetStates | SetAutoReset | StopTraining
 
 #: What views receive to send intents; returns True if applied now, False if queued.
 Submit = Callable[[Intent], bool]

@@ -49,7 +49,7 @@ def drive(model, *, epochs=2, steps=10, spe=1, logs=lambda e, b: {"loss": 1.0 / 
 
 
 def test_events_order_and_final_state(tiny_model):
-    cb, got = drive(tiny_model)
+    _cb, got = drive(tiny_model)
     kinds = [type(e).__name__ for e in got]
     assert kinds[0] == "TrainBegin" and kinds[1] == "EpochBegin" and kinds[-1] == "TrainEnd"
     assert kinds.count("EpochEnd") == 2
@@ -100,7 +100,7 @@ def test_unknown_steps_counts_without_bar(tiny_model):
 
 
 def test_user_stop_mid_epoch(tiny_model):
-    cb, got = drive(tiny_model, epochs=3, stop_at=(1, 3))
+    _cb, got = drive(tiny_model, epochs=3, stop_at=(1, 3))
     end = got[-1]
     assert end.state == "stopped_by_user"
     assert end.reason == "stopped by user at epoch 2, step 4 of 10"
@@ -109,10 +109,12 @@ def test_user_stop_mid_epoch(tiny_model):
 
 def test_nan_loss_fails_and_stops(tiny_model):
     logs = lambda e, b: {"loss": math.nan if (e, b) >= (0, 4) else 1.0}  # noqa: E731
-    cb, got = drive(tiny_model, epochs=3, logs=logs)
+    _cb, got = drive(tiny_model, epochs=3, logs=logs)
     end = got[-1]
     assert end.state == "failed"
-    assert end.reason == "loss became NaN at epoch 1, step 5 of 10; weights restored to the start of the fit"
+    assert end.reason == (
+        "loss became NaN at epoch 1, step 5 of 10; weights restored to the start of the fit"
+    )
     assert tiny_model.stop_training
 
 
@@ -127,7 +129,7 @@ def test_non_scalar_logs_are_skipped(tiny_model):
 
 def test_second_fit_continues_the_curves(tiny_model):
     cb1, _ = drive(tiny_model, epochs=2)
-    cb2, got = drive(tiny_model, epochs=2)  # initial_epoch 0 again: shifted to continue
+    cb2, _got = drive(tiny_model, epochs=2)  # initial_epoch 0 again: shifted to continue
     history = cb2.history
     assert history is cb1.history
     assert history.epoch_index == [0, 1, 2, 3]
@@ -138,7 +140,8 @@ def test_second_fit_continues_the_curves(tiny_model):
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"display": "html"}, "(display='html') is not allowed; use one of auto, widget, text, none"),
+        ({"display": "html"},
+         "(display='html') is not allowed; use one of auto, widget, text, none"),
         ({"refresh": 0}, "(refresh=0) is not allowed"),
         ({"refresh": "fast"}, "(refresh='fast') is not allowed"),
         ({"plot": "yes"}, "(plot='yes') is not allowed; use True or False"),

@@ -20,7 +20,6 @@ from kernelkit.freezing import (
     unfreeze,
     untrack_compile,
 )
-from kernelkit.intents import SetTrainable
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 4)).astype("float32")

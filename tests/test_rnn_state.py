@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from keras import layers
 
-from kernelkit import intents
 from kernelkit.rnn_state import (
     ResetStates,
     check_stateful_fit,

@@ -255,7 +255,7 @@ class ModelCard:
         if self.widget is None:
             return
         self._show_summary(self.summary_html())
-        for widget, built in zip(self._tab_widgets[1:], self._built[1:]):
+        for widget, built in zip(self._tab_widgets[1:], self._built[1:], strict=True):
             if not built:
                 continue
             refresh = getattr(widget, "refresh", None)

@@ -73,10 +73,16 @@ def lr_chart(
         'role="img" aria-label="loss against learning rate">',
         f'<text x="{left}" y="14" font-weight="bold">loss against learning rate</text>',
     ]
-    raw_pts = [(math.log10(r), v) for r, v in zip(lrs, losses) if r > 0 and math.isfinite(v)]
+    # Not strict: the render thread reads the sweep's lists while the fit appends to them,
+    # so one may be a point ahead of the other for a moment.
+    raw_pts = [
+        (math.log10(r), v)
+        for r, v in zip(lrs, losses, strict=False)
+        if r > 0 and math.isfinite(v)
+    ]
     smooth_pts = [
         (math.log10(r), v)
-        for r, v in zip(smoothed_lrs if smoothed_lrs is not None else lrs, smoothed)
+        for r, v in zip(smoothed_lrs if smoothed_lrs is not None else lrs, smoothed, strict=False)
         if r > 0 and math.isfinite(v)
     ]
     if not raw_pts or not smooth_pts:
