@@ -35,7 +35,7 @@ LEG_JAX = KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=8 \
     PATH="$(abspath $(BIN_JAX)):$$PATH" $(BIN_JAX)/python -m pytest \
     tests $(JAX_NOTEBOOKS) -m "not tensorflow and not jupyterlab and not browser" $(NBVAL) -rfEs --durations=15
 
-.PHONY: lab test test-tf test-jax env env-jax chromium clean benchmarks screenshots
+.PHONY: lab lint test test-tf test-jax env env-jax chromium clean benchmarks screenshots
 
 env: $(STAMP)
 
@@ -69,8 +69,17 @@ lab: env
 chromium:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# The linters, a gate of make test (seconds): ruff (pinned in the test extras, Google docstring
+# convention), the architecture contracts (import-linter) and mypy --strict on the pure modules.
+lint: env
+	$(BIN)/ruff check kernelkit tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
+
 # Fail fast: leg 2 runs only when leg 1 passed; the last line says which leg failed.
 test: env env-jax chromium
+	@echo "== make test: lint =="
+	$(MAKE) --no-print-directory lint || { echo "make test: lint FAILED" >&2; exit 1; }
 	@echo "== make test: leg 1 of 2, TensorFlow ($(VENV)) =="
 	$(LEG_TF) || { echo "make test: leg 1 of 2 (TensorFlow, $(VENV)) FAILED" >&2; exit 1; }
 	@echo "== make test: leg 2 of 2, JAX on 8 host devices ($(VENV_JAX), no TensorFlow) =="
