@@ -13,5 +13,5 @@ import pytest
 def _kernelkit_routes_fit():
     from kernelkit import session
 
-    with session._fits_get_progress():
+    with session.cell._fits_get_progress():
         yield

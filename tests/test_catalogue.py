@@ -186,29 +186,29 @@ class World:
         """Remembers the registry and NAME bindings that every row must leave alone."""
         from kernelkit import session
 
-        self.kept = dict(session._REGISTRY)
+        self.kept = dict(session.registry._REGISTRY)
 
     def repair(self) -> None:
         """Puts back what a failing row changed, so that later rows see the same world."""
         from kernelkit import session
 
-        for name in list(session._REGISTRY):
+        for name in list(session.registry._REGISTRY):
             if name not in self.kept:
                 session.unregister(name)
         for name, entry in self.kept.items():
-            if session._REGISTRY.get(name) is not entry:
-                now = session._REGISTRY.get(name)
+            if session.registry._REGISTRY.get(name) is not entry:
+                now = session.registry._REGISTRY.get(name)
                 if now is not None:
-                    session._unpatch(now.model)
-                session._REGISTRY[name] = entry
-                session._patch(entry)
+                    session.registry._unpatch(now.model)
+                session.registry._REGISTRY[name] = entry
+                session.registry._patch(entry)
         self.ip.user_ns["cat_clf"] = self.clf
 
     def snapshots(self) -> dict[str, Any]:
         from kernelkit import session
 
         shots: dict[str, Any] = {k: snapshot(m, self.ip.user_ns) for k, m in self.models.items()}
-        shots["registry"] = tuple((n, id(e.model)) for n, e in session._REGISTRY.items())
+        shots["registry"] = tuple((n, id(e.model)) for n, e in session.registry._REGISTRY.items())
         return shots
 
     def flaky(self, value: float, bad_epoch: int) -> tuple[Any, Any, Any]:

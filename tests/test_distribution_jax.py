@@ -42,7 +42,7 @@ def no_distribution():
     keras.distribution.set_distribution(None)
     yield
     keras.distribution.set_distribution(None)
-    for name in list(session._REGISTRY):
+    for name in list(session.registry._REGISTRY):
         session.unregister(name)
 
 
@@ -259,7 +259,7 @@ def test_the_faq_recipe_distribution_is_kept_and_named(ip, data):
         "kmodel", "clf --no-card", build(extra="clf.fit(x[:1440], y[:1440], epochs=1)")
     )
     assert keras.distribution.distribution() is users
-    assert session._REGISTRY["clf"].strategy is users
+    assert session.registry._REGISTRY["clf"].strategy is users
     assert "strategy DataParallel (8 devices)" in repr(kernelkit.card("clf"))
 
 
@@ -300,7 +300,7 @@ def test_an_explicit_strategy_that_agrees_is_accepted(ip, data):
         "keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))"
     )
     ip.run_cell_magic("kmodel", "clf --no-card --strategy mirrored", build())
-    assert session._REGISTRY["clf"].strategy is keras.distribution.distribution()
+    assert session.registry._REGISTRY["clf"].strategy is keras.distribution.distribution()
 
 
 def test_strategy_cpu_without_a_user_distribution_trains_on_one_device(ip, data):

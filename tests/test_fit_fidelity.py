@@ -33,7 +33,7 @@ def data():
 @pytest.fixture
 def routed():
     """Model.fit routed through kernelkit, exactly as while a %%kmodel cell runs."""
-    with session._fits_get_progress():
+    with session.cell._fits_get_progress():
         yield
 
 
@@ -45,8 +45,8 @@ def quiet():
 
 
 def test_routed_fit_carries_keras_signature(routed):
-    assert inspect.signature(keras.Model.fit) == session._FIT_SIGNATURE
-    assert keras.Model.fit.__doc__ == session._KERAS_FIT.__doc__
+    assert inspect.signature(keras.Model.fit) == session.fits._FIT_SIGNATURE
+    assert keras.Model.fit.__doc__ == session.fits._KERAS_FIT.__doc__
 
 
 def test_registered_fit_reads_as_the_bound_method(data):
@@ -92,7 +92,7 @@ def test_a_stop_asked_in_another_callbacks_train_begin_holds(data, routed):
             self.model.stop_training = True
 
     plain = make()
-    expected = session._KERAS_FIT(plain, x, y, epochs=3, verbose=0, callbacks=[StopAtOnce()])
+    expected = session.fits._KERAS_FIT(plain, x, y, epochs=3, verbose=0, callbacks=[StopAtOnce()])
     got = make().fit(x, y, epochs=3, verbose=0, callbacks=[StopAtOnce()])
     assert got.epoch == expected.epoch == [0]
 
@@ -153,7 +153,7 @@ def test_keras2_arguments_fail_as_keras_fails(data, routed):
     with pytest.raises(TypeError) as routed_error:
         make().fit(x, y, epochs=1, use_multiprocessing=True)
     with pytest.raises(TypeError) as keras_error:
-        session._KERAS_FIT(make(), x, y, epochs=1, use_multiprocessing=True)
+        session.fits._KERAS_FIT(make(), x, y, epochs=1, use_multiprocessing=True)
     assert "use_multiprocessing" in str(routed_error.value) and "use_multiprocessing" in str(
         keras_error.value
     )

@@ -21,7 +21,7 @@ y1 = x4.sum(axis=1, keepdims=True)
 def shell(ip):
     ip.run_cell_raising(SETUP)
     yield ip
-    for name in list(session._REGISTRY):
+    for name in list(session.registry._REGISTRY):
         session.unregister(name)
 
 
@@ -91,7 +91,7 @@ rep.compile("sgd", "mse")
     run_magic(shell, "rep --seed 7 --no-card", cell)
     second = shell.user_ns["rep"].get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
-    assert list(session._REGISTRY).count("rep") == 1  # replaced cleanly
+    assert list(session.registry._REGISTRY).count("rep") == 1  # replaced cleanly
 
 
 def test_card_is_returned_with_summary(shell):
@@ -150,7 +150,7 @@ def test_user_code_error_keeps_its_traceback_and_changes_nothing(shell):
     result = shell.run_cell("%%kmodel broken\nbroken = keras.Sequential()\n1 / 0\n")
     assert isinstance(result.error_in_exec, UsageError) or isinstance(
         result.error_in_exec, ZeroDivisionError)
-    assert "broken" not in session._REGISTRY
+    assert "broken" not in session.registry._REGISTRY
 
 
 def test_help_documents_every_option(shell):

@@ -50,7 +50,7 @@ def shell(ip):
     ip.run_cell_raising(SETUP)
     ip.run_cell_magic("kmodel", "keep --no-card", cell())
     yield ip
-    for name in list(session._REGISTRY):
+    for name in list(session.registry._REGISTRY):
         session.unregister(name)
 
 
@@ -65,7 +65,7 @@ def digest(model) -> str:
 def refused(shell, line: str, cell_text: str) -> str:
     """Runs the cell; asserts one plain UsageError line and that nothing was lost."""
     keep = shell.user_ns["keep"]
-    entry = session._REGISTRY["keep"]
+    entry = session.registry._REGISTRY["keep"]
     before = (digest(keep), entry.runs, entry.last_summary, dict(entry.fit_options))
     shell.user_ns["ran"] = False
     with pytest.raises(UsageError) as info:
@@ -74,7 +74,7 @@ def refused(shell, line: str, cell_text: str) -> str:
     message = str(info.value)
     assert "\n" not in message
     assert shell.user_ns["keep"] is keep  # the earlier model stays under NAME
-    assert kernelkit.get("keep") is keep and session._REGISTRY["keep"] is entry
+    assert kernelkit.get("keep") is keep and session.registry._REGISTRY["keep"] is entry
     assert (digest(keep), entry.runs, entry.last_summary, dict(entry.fit_options)) == before
     return message
 

@@ -233,3 +233,23 @@ def test_the_card_the_layers_tab_and_the_model_table_count_parameters_alike(regi
     assert (trainable, frozen) == (summary.trainable_params, summary.non_trainable_params)
     assert row[2:4] == (f"{trainable + frozen:,}", f"{trainable:,}")
     assert trainable + frozen == model.count_params() and frozen > 0
+
+
+def test_a_cells_fits_read_its_context_and_only_the_options_it_sets():
+    from kernelkit.session import context
+
+    defaults = context.FitDefaults(workers=2, checkpoint="best.keras", watch=True)
+    # Unset options inherit nothing: they never override what the model already has.
+    assert defaults.given() == {"workers": 2, "checkpoint": "best.keras", "watch": True}
+    assert context.FitDefaults().given() == {}
+    ns = {}
+    outer = context.CellContext(name="a", namespace=ns, defaults=defaults)
+    inner = context.CellContext(name="b", namespace=ns)
+    assert context.current() is None
+    with context.in_cell(outer):
+        with context.in_cell(inner):
+            assert context.current() is inner
+        assert context.current() is outer
+        ns["a"] = marker = object()
+        assert outer.binds(marker) and not inner.binds(marker)
+    assert context.current() is None

@@ -41,7 +41,7 @@ def shell(ip, tmp_path):
         yield ip
     finally:
         ledger.set_folder(None)
-        for name in list(session._REGISTRY):
+        for name in list(session.registry._REGISTRY):
             session.unregister(name)
 
 

@@ -33,7 +33,7 @@ y1 = x4 @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32")
 def shell(ip):
     ip.run_cell_raising(SETUP)
     yield ip
-    for name in list(session._REGISTRY):
+    for name in list(session.registry._REGISTRY):
         session.unregister(name)
 
 
@@ -319,7 +319,7 @@ h = rs.fit(x4, y1, epochs=4, batch_size=32, callbacks=CRASH)
     shell.run_cell_raising("CRASH = [CrashAfter(3)]")
     with pytest.raises(UsageError, match="the %%kmodel rs cell raised"):
         shell.run_cell_magic("kmodel", f"rs --resume {directory} --seed 0 --no-card", cell)
-    assert "rs" not in session._REGISTRY
+    assert "rs" not in session.registry._REGISTRY
     shell.run_cell_raising("CRASH = []")
     shell.run_cell_magic("kmodel", f"rs --resume {directory} --seed 0 --no-card", cell)
     model = shell.user_ns["rs"]

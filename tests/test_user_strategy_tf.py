@@ -63,7 +63,7 @@ def test_a_strategy_scope_the_user_entered_is_used_and_named(ip):
     )
     with strategy.scope():
         card = session.run_cell(ip, "own", cell)
-    entry = session._REGISTRY["own"]
+    entry = session.registry._REGISTRY["own"]
     try:
         assert entry.strategy is strategy
         assert ip.user_ns["own"].distribute_strategy is strategy
@@ -71,7 +71,7 @@ def test_a_strategy_scope_the_user_entered_is_used_and_named(ip):
         # "cpu" inside a OneDeviceStrategy over CPU:0 means the same thing: accepted.
         with strategy.scope():
             session.run_cell(ip, "own2", cell.replace("own", "own2"), strategy="cpu")
-        assert session._REGISTRY["own2"].strategy is strategy
+        assert session.registry._REGISTRY["own2"].strategy is strategy
 
     finally:
         session.unregister("own")
