@@ -90,7 +90,7 @@ rep.compile("sgd", "mse")
     first = [w.copy() for w in shell.user_ns["rep"].get_weights()]
     run_magic(shell, "rep --seed 7 --no-card", cell)
     second = shell.user_ns["rep"].get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert list(session.registry._REGISTRY).count("rep") == 1  # replaced cleanly
 
 
@@ -143,13 +143,12 @@ keep.compile("sgd", "mse")
     # the earlier model under the name, its weights and its registration are intact
     assert shell.user_ns["keep"] is keep
     assert kernelkit.get("keep") is keep
-    assert all(np.array_equal(a, b) for a, b in zip(weights, keep.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(weights, keep.get_weights(), strict=True))
 
 
 def test_user_code_error_keeps_its_traceback_and_changes_nothing(shell):
     result = shell.run_cell("%%kmodel broken\nbroken = keras.Sequential()\n1 / 0\n")
-    assert isinstance(result.error_in_exec, UsageError) or isinstance(
-        result.error_in_exec, ZeroDivisionError)
+    assert isinstance(result.error_in_exec, (UsageError, ZeroDivisionError))
     assert "broken" not in session.registry._REGISTRY
 
 

@@ -43,7 +43,8 @@ def test_intent_during_fit_waits_for_the_fit_to_end(registered, tiny_data, capsy
     before = [w.numpy().copy() for w in registered.model.layers[0].weights]
     registered.model.fit(x, y, epochs=1, batch_size=32)
     after = [w.numpy() for w in registered.model.layers[0].weights]
-    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # the freeze took effect
+    # The freeze took effect.
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_hand_made_trainable_change_recompiles_with_one_line(registered, tiny_data, capsys):

@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-from .. import _fitting, display
+from .. import _fitting, display, intents
 from ..callback import LiveProgress, history_for
 from ..strategy import in_distribution
 from . import context, registry
@@ -44,7 +44,7 @@ def _graceful_interrupt(live: LiveProgress) -> Iterator[None]:
         if live.stop_requested:
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
-        live.request_stop("user")
+        live.submit(intents.StopTraining("user"))  # as the Stop button sends it
 
     signal.signal(signal.SIGINT, handler)
     try:
@@ -278,7 +278,10 @@ def _fit(
         from .. import ledger
 
         seed = entry.seed if entry is not None else (cell.seed if cell else None)
-        recorder = ledger.recorder_for(model, name, {**kwargs, "x": x, "y": y}, seed=seed)
+        # The recorder reads the status this fit's LiveProgress folds: one fold per fit.
+        recorder = ledger.recorder_for(
+            model, name, {**kwargs, "x": x, "y": y}, seed=seed, status=lambda: live.status
+        )
         live.ghost = _previous_run(name)
         live.sinks.append(recorder)
 

@@ -6,12 +6,11 @@ view what it needs; none changes a model, except the intents a card sends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from .. import intents
+from .. import operations
 from .errors import KernelkitError
-from .registry import _REGISTRY, Entry, _check_model, apply_intent, entry_for, get
+from .registry import _REGISTRY, _check_model, entry_for, get
 
 
 def models() -> Any:
@@ -183,14 +182,8 @@ def card(model: Any) -> Any:
         model = get(model)
     _check_model(model, "card")
     entry = entry_for(model)
-    return ModelCard(model, entry, submit=None if entry is not None else _apply_now(model))
+    # An unregistered model's card applies its tabs' intents at once, as a standalone panel.
+    submit = None if entry is not None else operations.submitter(model)
+    return ModelCard(model, entry, submit=submit)
 
 
-def _apply_now(model: Any) -> Callable[[intents.Intent], bool]:
-    """A card's ``submit`` for a model that is not registered: each intent applied at once."""
-
-    def submit(intent: intents.Intent) -> bool:
-        apply_intent(Entry(name=model.name, model=model), intent)
-        return True
-
-    return submit

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _fitting, intents
+from .. import _fitting, intents, operations
 from ..callback import LiveProgress, history_for
 from ..history import RunHistory
 from ..strategy import in_distribution
@@ -78,8 +78,9 @@ class Entry:
     def submit(self, intent: intents.Intent) -> bool:
         """Applies ``intent`` now (True) or queues it until the running fit ends (False)."""
         if isinstance(intent, intents.StopTraining):
-            if self.live is not None:
-                self.live.request_stop(intent.reason)
+            # Acts at once, on this model's running fit only; it sets a flag.
+            if self.live is not None and self.live.running:
+                self.live.submit(intent)
             return True
         if self.training:
             self.pending.append(intent)
@@ -120,35 +121,27 @@ class Entry:
 
 
 def apply_intent(entry: Entry, intent: intents.Intent) -> None:
-    """Carries out one intent on a registered model.
+    """Carries out one intent on a registered model, then tells its cards.
+
+    The model operations are ``kernelkit.operations.apply_intent``'s, the same
+    path a standalone panel takes; the session keeps what is its own: the
+    model's auto-reset policy, and its running fit for ``StopTraining``.
 
     Args:
         entry: the model's registry entry.
         intent: what a view asked for.
 
     Raises:
-        KernelkitError: an auto-reset period that is not allowed.
+        ValueError: what the operation raises (an unknown layer, an auto-reset
+            policy other than "never", "epoch" or "fit").
     """
-    if isinstance(intent, intents.SetTrainable):
-        from .. import freezing
-
-        freezing.apply_intent(entry.model, intent)
-    elif isinstance(intent, intents.FreezeTo):
-        from .. import finetune
-
-        finetune.apply_intent(entry.model, intent)
-    elif isinstance(intent, intents.ResetStates):
-        from .. import rnn_state
-
-        rnn_state.reset_states(entry.model, list(intent.layers) if intent.layers else None)
-    elif isinstance(intent, intents.SetAutoReset):
-        if intent.every not in ("never", "epoch", "fit"):
-            raise KernelkitError(
-                f"auto-reset {intent.every!r} is not allowed; use 'never', 'epoch' or 'fit'"
-            )
+    if isinstance(intent, intents.StopTraining):
+        if entry.live is not None and entry.live.running:
+            entry.live.submit(intent)
+        return
+    operations.apply_intent(entry.model, intent)
+    if isinstance(intent, intents.SetAutoReset):
         entry.auto_reset = intent.every
-    elif isinstance(intent, intents.StopTraining) and entry.live is not None:
-        entry.live.request_stop(intent.reason)
     entry.changed()
 
 
