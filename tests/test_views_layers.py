@@ -10,8 +10,8 @@ import keras
 import pytest
 
 from kernelkit.freezing import ensure_trainable_applied
-from kernelkit.operations import apply_intent
 from kernelkit.intents import SetTrainable
+from kernelkit.operations import apply_intent
 from kernelkit.views.layers import LayersPanel, tab
 
 
