@@ -123,3 +123,17 @@ def test_the_saved_outputs_read_without_a_kernel():
 def _quiet_random():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
+
+
+def test_the_summary_of_a_deep_model_shows_its_first_and_last_layers():
+    inputs = keras.Input((4,))
+    h = inputs
+    for i in range(80):
+        h = layers.Dense(2, name=f"d{i}")(h)
+    card = ModelCard(keras.Model(inputs, h, name="deep"))
+    html = card.summary_html()
+    shown = [f"<td>d{i}</td>" in html for i in range(80)]
+    # 81 top-level layers (the input too): the first 20 and the last 10 are listed.
+    assert shown == [i < 19 or i >= 70 for i in range(80)]
+    assert "… 51 more layers (the Layers tab lists every one)" in html
+    assert "Trainable parameters: 484 · non-trainable: 0 · total: 484" in html  # all counted

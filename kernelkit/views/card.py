@@ -67,6 +67,21 @@ def layer_rows(model: Any) -> list[tuple[str, str, str, int, bool]]:
     return rows
 
 
+#: Above this many top-level layers the summary shows the first and last ones only, as
+#: pandas truncates a long frame: a saved card stays small at any depth (NASNetMobile's
+#: 771 rows were 150 KB), and the Layers tab, paged, has every layer.
+SUMMARY_ROWS = 60
+_HEAD, _TAIL = 20, 10
+
+
+def _truncated(rows: list[Any]) -> tuple[list[Any], int]:
+    """The rows the summary shows, with a ``(None, …)`` marker row where some are left out."""
+    if len(rows) <= SUMMARY_ROWS:
+        return rows, 0
+    hidden = len(rows) - _HEAD - _TAIL
+    return [*rows[:_HEAD], (None, None, None, None, None), *rows[-_TAIL:]], hidden
+
+
 class ModelCard:
     """The card of a model: summary table, totals, device and strategy, last run, tabs.
 
@@ -128,10 +143,15 @@ class ModelCard:
     def summary_html(self) -> str:
         """The summary tab, also the static HTML of the card."""
         trainable, frozen = self.totals()
+        every = layer_rows(self.model)
+        shown, hidden = _truncated(every)
         rows = "".join(
             f"<tr><td>{html.escape(n)}</td><td>{html.escape(t)}</td><td>{html.escape(s)}</td>"
             f"<td style='text-align:right'>{p:,}</td><td>{'yes' if tr else 'no'}</td></tr>"
-            for n, t, s, p, tr in layer_rows(self.model)
+            if n is not None
+            else f"<tr><td colspan='5' style='color:#666'>… {hidden:,} more layers "
+            "(the Layers tab lists every one)</td></tr>"
+            for n, t, s, p, tr in shown
         )
         last = ""
         if self.entry is not None and self.entry.last_summary:
