@@ -47,6 +47,34 @@ def test_intent_during_fit_waits_for_the_fit_to_end(registered, tiny_data, capsy
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+class StopThroughTheCard(keras.callbacks.Callback):
+    """Plays the card: a stop and a freeze submitted in the same step of a running fit."""
+
+    def __init__(self, entry):
+        super().__init__()
+        self.entry = entry
+        self.answers = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1 and not self.answers:
+            first = self.entry.model.layers[0].name
+            self.answers.append(self.entry.submit(intents.SetTrainable((first,), False)))
+            self.answers.append(self.entry.submit(intents.StopTraining("user")))
+
+
+def test_a_stop_from_the_card_acts_at_once_and_a_freeze_waits(registered, tiny_data, capsys):
+    x, y = tiny_data
+    probe = StopThroughTheCard(registered)
+    registered.model.fit(x, y, epochs=3, batch_size=16, callbacks=[probe])
+    assert probe.answers == [False, True]  # the freeze queued, the stop taken
+    assert "stopped by user at epoch 1, step 2 of" in registered.last_summary
+    assert registered.model.layers[0].trainable is False  # the freeze, once the fit ended
+    # After the fit, a stop has no fit to reach: the next fit runs to its end.
+    assert registered.submit(intents.StopTraining("user")) is True
+    registered.model.fit(x, y, epochs=2, batch_size=16)
+    assert ": finished (2 epochs)" in registered.last_summary, registered.last_summary
+
+
 def test_hand_made_trainable_change_recompiles_with_one_line(registered, tiny_data, capsys):
     x, y = tiny_data
     registered.model.fit(x, y, epochs=1, batch_size=32)

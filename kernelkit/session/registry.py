@@ -77,12 +77,8 @@ class Entry:
 
     def submit(self, intent: intents.Intent) -> bool:
         """Applies ``intent`` now (True) or queues it until the running fit ends (False)."""
-        if isinstance(intent, intents.StopTraining):
-            # Acts at once, on this model's running fit only; it sets a flag.
-            if self.live is not None and self.live.running:
-                self.live.submit(intent)
-            return True
-        if self.training:
+        if self.training and not isinstance(intent, intents.StopTraining):
+            # A stop acts at once (it sets a flag); model changes wait for the fit's end.
             self.pending.append(intent)
             return False
         apply_intent(self, intent)
