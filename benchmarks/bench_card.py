@@ -18,6 +18,9 @@ downloaded; small inputs), in one process:
   card KB       full and lean, the whole card: the tab plus the card's Tab and its Summary
                 (an HTML table of the top-level layers)
 
+It also times ``%load_ext kernelkit`` in fresh processes (target <= 50 ms: the
+extension loads no Keras), the best of ``--repeats``.
+
 Timings are the best of ``--repeats`` fresh cards (a shared machine's slow
 spells make the median wander); the counts and sizes do not vary.
 
@@ -32,6 +35,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -85,6 +90,24 @@ def measure(model: keras.Model) -> dict[str, float]:
     }
 
 
+_LOAD_EXT = """
+import time
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+began = time.perf_counter()
+shell.run_line_magic("load_ext", "kernelkit")
+print(time.perf_counter() - began)
+"""
+
+
+def load_ext_seconds() -> float:
+    """``%load_ext kernelkit`` in a fresh IPython shell of a fresh process, in seconds."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_EXT], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -95,6 +118,8 @@ def main() -> None:
         f"Keras {keras.__version__} ({keras.backend.backend()}), "
         f"ipywidgets {ipywidgets.__version__}"
     )
+    load_ext = min(load_ext_seconds() for _ in range(args.repeats))
+    print(f"%load_ext kernelkit in a fresh process: {load_ext * 1e3:.0f} ms (target <= 50 ms)")
     print(
         f"{'model':<14}{'layers':>7}{'card build':>12}{'layers tab':>12}"
         f"{'tab models':>12}{'card models':>12}{'tab KB':>8}{'lean KB':>9}{'card KB':>12}"
