@@ -37,6 +37,7 @@ from typing import Any
 
 from .. import events as ev
 from .._version import __version__
+from ..history import Throttle
 from ..status import FitStatus
 from . import subshell
 
@@ -201,7 +202,6 @@ class LabLink:
         route: Callable[[Any], bool] = subshell.route_to_subshell,
         probe: Callable[[], str | None] = subshell.subshell_id,
     ) -> None:
-        self._clock = clock
         self._route = route
         self._probe = probe
         self._lock = threading.RLock()
@@ -212,7 +212,8 @@ class LabLink:
         self._device: str | None = None
         #: The current (or last) fit's status; None until a fit began.
         self.status: FitStatus | None = None
-        self._last_sent = -math.inf
+        # TrainBegin and TrainEnd go out at once; the events between, at most this often.
+        self._throttle = Throttle(STATUS_INTERVAL, clock)
 
     # ------------------------------------------------------------ connection
 
@@ -274,7 +275,7 @@ class LabLink:
             self._comms.clear()
             self._stop_handlers.clear()
             self.status = None
-            self._last_sent = -math.inf
+            self._throttle.reset()
         for comm in comms:
             try:
                 comm.close()
@@ -445,10 +446,10 @@ class LabLink:
                 urgent = self._fold(event)
                 if urgent is None or not self._comms or self.status is None:
                     return
-                now = self._clock()
-                if not urgent and now - self._last_sent < STATUS_INTERVAL:
+                if urgent:
+                    self._throttle.reset()  # sent now; the next status waits its interval
+                if not self._throttle.ready():
                     return
-                self._last_sent = now
                 message = status_message(self.status)
             self._send_all(message)
         except Exception:  # never raise into training
