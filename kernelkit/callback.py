@@ -417,8 +417,7 @@ class LiveProgress(keras.callbacks.Callback):
         self._initial_epoch = int(found.get("initial_epoch") or 0)
         self.input_timer.attach(found.get("epoch_iterator"))
         self.history = history_for(self.model)
-        if self.display != "none" and self.view is None:
-            self.view = _make_view(self)
+        self._ensure_view()
         # model.stop_training is Keras's (it resets it before this hook) and other
         # callbacks': never touched here, so a stop asked in their on_train_begin holds.
         self._keep_good_state(None)
@@ -637,9 +636,13 @@ class LiveProgress(keras.callbacks.Callback):
         if isinstance(event, ev.TrainBegin):
             if model is not None:
                 self.history = history_for(model)
-            if self.view is None and self.display != "none":
-                self.view = _make_view(self)
+            self._ensure_view()
         self._emit(event)
+
+    def _ensure_view(self) -> None:
+        """Makes the fit's view once (none with ``display="none"``), as the fit begins."""
+        if self.view is None and self.display != "none":
+            self.view = _make_view(self)
 
     def _emit(self, event: ev.Event) -> None:
         if isinstance(event, ev.TrainBegin):
